@@ -1,0 +1,30 @@
+# Set-up is automatic: every target that runs Python first makes .venv/ (once) with torch and the package.
+# GPU users pick their torch build, e.g.
+#   make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
+
+.PHONY: setup test lint bench
+
+setup: $(STAMP)
+
+# Reinstalls only when pyproject.toml changes; a second `make test` reuses the environment.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(OFFLINE) $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_optim.py

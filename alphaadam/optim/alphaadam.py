@@ -1,0 +1,174 @@
+"""AlphaAdam (SPEC.md §1) and Cautious AdamW (SPEC.md §2): AdamW with a momentum-gradient mask."""
+
+from __future__ import annotations
+
+import torch
+
+from alphaadam.optim import kernels
+from alphaadam.optim.base import MaskedOptimizer, check_number, state_dtype
+from alphaadam.optim.masking import (
+    agreement,
+    apply_masked_update,
+    apply_update,
+    effective_compensation,
+    keep_where,
+    norm_key,
+    norm_power,
+)
+
+
+def adam_direction_pass(grad, exp_avg, exp_avg_sq, beta1, beta2, eps, inv_bc1, inv_bc2_sqrt, *,
+                        mask: str, strict: bool, norm: str, need_full: bool):
+    """First pass of one tensor: update the moments, leave ``M * u`` in ``grad``; return ``sum |u|^p``.
+
+    ``u`` is torch.optim.AdamW's bias-corrected direction. The async mask compares the momentum from
+    before this step with the gradient; the sync mask (Cautious) compares the updated momentum.
+    """
+    g = grad.to(exp_avg.dtype)
+    m = torch.lerp(exp_avg, g, 1 - beta1)
+    v = exp_avg_sq * beta2 + (1 - beta2) * (g * g)
+    u = (m * inv_bc1) / (v.sqrt() * inv_bc2_sqrt + eps)
+    if mask == "async":
+        keep = agreement(exp_avg, g, strict)
+    elif mask == "sync":
+        keep = agreement(m, g, strict)
+    else:
+        keep = torch.ones_like(u, dtype=torch.bool)
+    masked = keep_where(keep, u)
+    exp_avg.copy_(m)
+    exp_avg_sq.copy_(v)
+    grad.copy_(masked)
+    # The norms must see the values the second pass sees, i.e. u rounded to the gradient's dtype.
+    return norm_power(u.to(grad.dtype), norm) if need_full else None
+
+
+def adam_unmasked_step(param, exp_avg, exp_avg_sq, lr, eps, inv_bc1, inv_bc2_sqrt):
+    """``param -= lr * u`` from the updated moments: the unmasked step of the empty-mask rule."""
+    u = (exp_avg * inv_bc1) / (exp_avg_sq.sqrt() * inv_bc2_sqrt + eps)
+    apply_update(param, u, lr, 1.0)
+
+
+def _flat(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """1-D views when every tensor is contiguous, so that one compiled graph serves every shape."""
+    if all(t.is_contiguous() for t in tensors):
+        return tuple(t.view(-1) for t in tensors)
+    return tensors
+
+
+class AlphaAdam(MaskedOptimizer):
+    r"""AdamW with an asynchronous momentum mask and a dynamic compensation factor alpha.
+
+    Per tensor and step (SPEC.md §1): decoupled weight decay ``theta *= 1 - lr * wd``; mask
+    ``M = 1[m_{t-1} * g > 0]``; Adam moments and bias-corrected direction ``u``; if ``M`` is empty the
+    unmasked step (``empty_mask="full"``) or none (``"skip"``); ``alpha = ||u||_p / ||M * u||_p``;
+    ``theta -= lr * alpha * (M * u)``.
+
+    Args:
+        mask: ``"async"`` (AlphaAdam: momentum before this step), ``"sync"`` (Cautious: updated
+            momentum) or ``"none"``.
+        compensation: ``"norm_ratio"`` (dynamic alpha), ``"cautious_mean"`` (``1 / max(mean M, 1e-3)``),
+            ``"cautious_nnz"`` (``numel / (sum M + 1)``) or ``"none"``.
+        alpha_norm: the ``p`` of the norm ratio (2 in the paper; ``float("inf")`` allowed).
+        alpha_max: optional upper clamp on alpha.
+        mask_strict: ``>`` (default) or ``>=`` in the mask's sign test.
+        empty_mask: what a step with an all-zero mask does: ``"full"`` (the AdamW step, alpha = 1) or
+            ``"skip"`` (weight decay only).
+        backend: ``"auto"``, ``"compile"`` or ``"eager"`` (see :mod:`alphaadam.optim.kernels`).
+
+    ``step()`` consumes the gradients: afterwards ``p.grad`` holds the masked direction ``M * u``
+    (call ``zero_grad()`` as usual). Parameters in bf16/fp16 keep fp32 moments. With
+    ``empty_mask="full"`` a step after the first synchronises the device once to find empty masks.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, mask: str = "async", compensation: str = "norm_ratio",
+                 alpha_norm: float = 2, alpha_max: float | None = None, mask_strict: bool = True,
+                 empty_mask: str = "full", backend: str | None = None):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, mask=mask,
+                        compensation=compensation, alpha_norm=alpha_norm, alpha_max=alpha_max,
+                        mask_strict=mask_strict, empty_mask=empty_mask)
+        super().__init__(params, defaults, backend)
+
+    def _validate_group(self, group: dict) -> None:
+        super()._validate_group(group)
+        check_number("eps", group["eps"])
+        betas = group["betas"]
+        if len(betas) != 2:
+            raise ValueError(f"betas={betas!r} must be a pair")
+        for i, beta in enumerate(betas):
+            check_number(f"betas[{i}]", beta, 0.0, 1.0, high_open=True)
+
+    def _init_state(self, p: torch.Tensor, state: dict) -> None:
+        dtype = state_dtype(p)
+        state["step"] = torch.tensor(0.0)
+        state["exp_avg"] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        maybe_empty = []
+        for group, p in self._params_with_grad():
+            state = self.state[p]
+            if not state:
+                self._init_state(p, state)
+            state["step"] += 1
+            t = state["step"].item()
+            beta1, beta2 = group["betas"]
+            lr, mask, compensation = group["lr"], group["mask"], group["compensation"]
+            scalars = dict(eps=group["eps"], inv_bc1=1.0 / (1.0 - beta1**t),
+                           inv_bc2_sqrt=(1.0 - beta2**t) ** -0.5)
+            # m_0 = 0, so at a tensor's first step the strict async mask is empty by construction:
+            # the empty-mask rule is known without looking, and "full" is exactly an AdamW step.
+            first_full = (t == 1 and mask == "async" and group["mask_strict"]
+                          and group["empty_mask"] == "full")
+            if first_full:
+                mask, compensation = "none", "none"
+            compensation = effective_compensation(mask, compensation)
+            param, grad, exp_avg, exp_avg_sq = _flat(p, p.grad, state["exp_avg"], state["exp_avg_sq"])
+            full = kernels.run(adam_direction_pass, self.backend, grad, exp_avg, exp_avg_sq, beta1, beta2,
+                               scalars["eps"], scalars["inv_bc1"], scalars["inv_bc2_sqrt"], mask=mask,
+                               strict=group["mask_strict"], norm=norm_key(group["alpha_norm"]),
+                               need_full=compensation == "norm_ratio")
+            alpha, kept = kernels.run(apply_masked_update, self.backend, param, grad, full, lr,
+                                      1.0 - lr * group["weight_decay"], compensation=compensation,
+                                      norm=norm_key(group["alpha_norm"]), alpha_max=group["alpha_max"])
+            if first_full:
+                kept = torch.zeros((), dtype=torch.int64, device=p.device)  # the true mask was empty
+            elif mask != "none" and group["empty_mask"] == "full":
+                maybe_empty.append((p, (param, exp_avg, exp_avg_sq), lr, scalars, kept))
+            self._record(state, alpha, kept, p.numel())
+        self._apply_empty_mask_rule(maybe_empty)
+        return loss
+
+    def _apply_empty_mask_rule(self, maybe_empty: list) -> None:
+        """Take the unmasked step for tensors whose mask came out empty (one device sync)."""
+        if not maybe_empty:
+            return
+        device = maybe_empty[0][-1].device
+        empty = torch.stack([kept.to(device) == 0 for *_, kept in maybe_empty]).tolist()
+        for is_empty, (p, tensors, lr, scalars, _) in zip(empty, maybe_empty, strict=True):
+            if is_empty:
+                kernels.run(adam_unmasked_step, self.backend, *tensors, lr, **scalars)
+                self.state[p]["alpha"] = torch.ones((), device=p.device)
+
+
+class CAdamW(AlphaAdam):
+    """Cautious AdamW (Liang et al. 2024): AlphaAdam's code with the synchronous mask.
+
+    ``normalization="mean"`` rescales by ``1 / max(mean M, 1e-3)`` (C-Optim since 2025-01);
+    ``"nnz"`` by ``numel / (sum M + 1)`` (the Nov-2024 version). As in C-Optim, an empty mask makes
+    no update (``empty_mask="skip"``).
+    """
+
+    NORMALIZATIONS = {"mean": "cautious_mean", "nnz": "cautious_nnz"}
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, normalization: str = "mean", backend: str | None = None):
+        if normalization not in self.NORMALIZATIONS:
+            raise ValueError(f"normalization={normalization!r} is not one of {tuple(self.NORMALIZATIONS)}")
+        super().__init__(params, lr, betas, eps, weight_decay, mask="sync",
+                         compensation=self.NORMALIZATIONS[normalization], empty_mask="skip", backend=backend)

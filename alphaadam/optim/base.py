@@ -1,0 +1,108 @@
+"""What every masked optimizer shares: option checks, state precision, statistics, state_dict."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from alphaadam.optim import kernels
+from alphaadam.optim.masking import validate_mask_options
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class MaskStat:
+    """Compensation factor and mask density of one parameter tensor after the last step."""
+
+    group: int
+    index: int
+    name: str | None
+    alpha: float
+    density: float
+
+
+def check_number(name: str, value, low: float = 0.0, high: float = math.inf, *, high_open=False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value
+    ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        bound = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
+        raise ValueError(f"{name}={value!r} must be a number in {bound}")
+
+
+def state_dtype(param: torch.Tensor) -> torch.dtype:
+    """Optimizer state is fp32 for bf16/fp16 parameters (moments lose too much in 8 mantissa bits)."""
+    return torch.float32 if param.dtype in LOW_PRECISION else param.dtype
+
+
+class MaskedOptimizer(torch.optim.Optimizer):
+    """Base class of the optimizers built on :mod:`alphaadam.optim.masking`.
+
+    Subclasses list the keys of their per-step statistics in ``_stat_keys`` (stored per parameter in
+    the state as 0-d device tensors, so recording them needs no host-device synchronisation).
+    """
+
+    def __init__(self, params, defaults: dict, backend: str | None):
+        self.backend = kernels.resolve_backend(backend)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        self._validate_group(self.param_groups[-1])
+
+    def _validate_group(self, group: dict) -> None:
+        check_number("lr", group["lr"])
+        check_number("weight_decay", group["weight_decay"])
+        validate_mask_options(group["mask"], group["compensation"], group["empty_mask"],
+                              group["alpha_norm"], group["alpha_max"], group["mask_strict"])
+        for p in group["params"]:
+            if not p.is_floating_point():
+                raise ValueError(f"{type(self).__name__} needs floating-point parameters, got {p.dtype}")
+
+    def _params_with_grad(self) -> Iterator[tuple[dict, torch.Tensor]]:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(
+                        f"{type(self).__name__} does not support sparse gradients; "
+                        "build embeddings with sparse=False"
+                    )
+                yield group, p
+
+    @staticmethod
+    def _record(state: dict, alpha: torch.Tensor, kept: torch.Tensor, numel: int) -> None:
+        state["alpha"] = alpha.detach().reshape(())
+        state["mask_density"] = (kept.detach().float() / numel).reshape(())
+
+    def mask_stats(self) -> list[MaskStat]:
+        """Per-tensor alpha and mask density of the last step (Figures 4-5); syncs the device once."""
+        records, values = [], []
+        for gi, group in enumerate(self.param_groups):
+            names = group.get("param_names")
+            for pi, p in enumerate(group["params"]):
+                state = self.state.get(p, {})
+                if "alpha" in state:
+                    records.append((gi, pi, names[pi] if names else None))
+                    values.append(torch.stack([state["alpha"].float(), state["mask_density"].float()]))
+        if not values:
+            return []
+        table = torch.stack([v.to(values[0].device) for v in values]).cpu().tolist()
+        return [MaskStat(g, i, n, a, d) for (g, i, n), (a, d) in zip(records, table, strict=True)]
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # torch casts floating-point state to the parameter's dtype on load; keep fp32 moments of
+        # bf16/fp16 parameters in fp32 instead.
+        saved = state_dict["state"]
+        super().load_state_dict(state_dict)
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for idx, p in zip(saved_ids, params, strict=True):
+            if p.dtype in LOW_PRECISION and idx in saved:
+                for key, value in saved[idx].items():
+                    if torch.is_tensor(value) and value.dtype == torch.float32 and value.dim() > 0:
+                        self.state[p][key] = value.to(device=p.device)

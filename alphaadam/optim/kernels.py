@@ -1,0 +1,60 @@
+"""Run the per-tensor passes eagerly or through torch.compile.
+
+Each pass is a plain function over tensors; string and bool options are compile-time constants, so
+torch.compile specialises one graph per option combination, dtype and rank (``dynamic=True`` keeps
+sizes and float hyper-parameters symbolic: a learning-rate schedule never recompiles).
+
+``backend``: ``"compile"`` (torch.compile; Inductor generates fused C++ on CPU and Triton on CUDA),
+``"eager"`` (the same functions op by op), or ``"auto"`` (compile, falling back to eager with a
+warning when compilation fails, e.g. without a C++ compiler). The environment variable
+``ALPHAADAM_BACKEND`` overrides ``"auto"``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+
+import torch
+
+BACKENDS = ("auto", "compile", "eager")
+
+_compiled: dict[Callable, Callable] = {}
+_compile_broken = False
+
+
+def resolve_backend(backend: str | None) -> str:
+    backend = backend or "auto"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+    if backend == "auto":
+        backend = os.environ.get("ALPHAADAM_BACKEND", "auto")
+        if backend not in BACKENDS:
+            raise ValueError(f"ALPHAADAM_BACKEND={backend!r} is not one of {BACKENDS}")
+    return backend
+
+
+def run(fn: Callable, backend: str, *args, **kwargs):
+    """Call ``fn`` under the resolved ``backend``."""
+    global _compile_broken
+    if backend == "eager" or (backend == "auto" and _compile_broken):
+        return fn(*args, **kwargs)
+    compiled = _compiled.get(fn)
+    if compiled is None:
+        compiled = _compiled[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
+    if backend == "compile":
+        return compiled(*args, **kwargs)
+    try:
+        return compiled(*args, **kwargs)
+    except (torch._dynamo.exc.BackendCompilerFailed, torch._inductor.exc.InductorError, OSError) as err:
+        # Compilation fails before the kernel runs, so no tensor has been touched yet.
+        _compile_broken = True
+        warnings.warn(
+            f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            "the masked optimizers fall back to eager kernels, which are several times slower. "
+            "Install a C++ compiler (CPU) or Triton (GPU), or set ALPHAADAM_BACKEND=eager to silence this.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return fn(*args, **kwargs)
