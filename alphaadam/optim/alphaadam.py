@@ -17,8 +17,21 @@ from alphaadam.optim.masking import (
 )
 
 
-def adam_direction_pass(grad, exp_avg, exp_avg_sq, beta1, beta2, eps, inv_bc1, inv_bc2_sqrt, *,
-                        mask: str, strict: bool, norm: str, need_full: bool):
+def adam_direction_pass(
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    beta1,
+    beta2,
+    eps,
+    inv_bc1,
+    inv_bc2_sqrt,
+    *,
+    mask: str,
+    strict: bool,
+    norm: str,
+    need_full: bool,
+):
     """First pass of one tensor: update the moments, leave ``M * u`` in ``grad``; return ``sum |u|^p``.
 
     ``u`` is torch.optim.AdamW's bias-corrected direction. The async mask compares the momentum from
@@ -80,13 +93,34 @@ class AlphaAdam(MaskedOptimizer):
     ``empty_mask="full"`` a step after the first synchronises the device once to find empty masks.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, *, mask: str = "async", compensation: str = "norm_ratio",
-                 alpha_norm: float = 2, alpha_max: float | None = None, mask_strict: bool = True,
-                 empty_mask: str = "full", backend: str | None = None):
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, mask=mask,
-                        compensation=compensation, alpha_norm=alpha_norm, alpha_max=alpha_max,
-                        mask_strict=mask_strict, empty_mask=empty_mask)
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        mask: str = "async",
+        compensation: str = "norm_ratio",
+        alpha_norm: float = 2,
+        alpha_max: float | None = None,
+        mask_strict: bool = True,
+        empty_mask: str = "full",
+        backend: str | None = None,
+    ):
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            mask=mask,
+            compensation=compensation,
+            alpha_norm=alpha_norm,
+            alpha_max=alpha_max,
+            mask_strict=mask_strict,
+            empty_mask=empty_mask,
+        )
         super().__init__(params, defaults, backend)
 
     def _validate_group(self, group: dict) -> None:
@@ -119,23 +153,44 @@ class AlphaAdam(MaskedOptimizer):
             t = state["step"].item()
             beta1, beta2 = group["betas"]
             lr, mask, compensation = group["lr"], group["mask"], group["compensation"]
-            scalars = dict(eps=group["eps"], inv_bc1=1.0 / (1.0 - beta1**t),
-                           inv_bc2_sqrt=(1.0 - beta2**t) ** -0.5)
+            scalars = dict(
+                eps=group["eps"], inv_bc1=1.0 / (1.0 - beta1**t), inv_bc2_sqrt=(1.0 - beta2**t) ** -0.5
+            )
             # m_0 = 0, so at a tensor's first step the strict async mask is empty by construction:
             # the empty-mask rule is known without looking, and "full" is exactly an AdamW step.
-            first_full = (t == 1 and mask == "async" and group["mask_strict"]
-                          and group["empty_mask"] == "full")
+            first_full = t == 1 and mask == "async" and group["mask_strict"] and group["empty_mask"] == "full"
             if first_full:
                 mask, compensation = "none", "none"
             compensation = effective_compensation(mask, compensation)
             param, grad, exp_avg, exp_avg_sq = _flat(p, p.grad, state["exp_avg"], state["exp_avg_sq"])
-            full = kernels.run(adam_direction_pass, self.backend, grad, exp_avg, exp_avg_sq, beta1, beta2,
-                               scalars["eps"], scalars["inv_bc1"], scalars["inv_bc2_sqrt"], mask=mask,
-                               strict=group["mask_strict"], norm=norm_key(group["alpha_norm"]),
-                               need_full=compensation == "norm_ratio")
-            alpha, kept = kernels.run(apply_masked_update, self.backend, param, grad, full, lr,
-                                      1.0 - lr * group["weight_decay"], compensation=compensation,
-                                      norm=norm_key(group["alpha_norm"]), alpha_max=group["alpha_max"])
+            full = kernels.run(
+                adam_direction_pass,
+                self.backend,
+                grad,
+                exp_avg,
+                exp_avg_sq,
+                beta1,
+                beta2,
+                scalars["eps"],
+                scalars["inv_bc1"],
+                scalars["inv_bc2_sqrt"],
+                mask=mask,
+                strict=group["mask_strict"],
+                norm=norm_key(group["alpha_norm"]),
+                need_full=compensation == "norm_ratio",
+            )
+            alpha, kept = kernels.run(
+                apply_masked_update,
+                self.backend,
+                param,
+                grad,
+                full,
+                lr,
+                1.0 - lr * group["weight_decay"],
+                compensation=compensation,
+                norm=norm_key(group["alpha_norm"]),
+                alpha_max=group["alpha_max"],
+            )
             if first_full:
                 kept = torch.zeros((), dtype=torch.int64, device=p.device)  # the true mask was empty
             elif mask != "none" and group["empty_mask"] == "full":
@@ -166,9 +221,27 @@ class CAdamW(AlphaAdam):
 
     NORMALIZATIONS = {"mean": "cautious_mean", "nnz": "cautious_nnz"}
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, *, normalization: str = "mean", backend: str | None = None):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        normalization: str = "mean",
+        backend: str | None = None,
+    ):
         if normalization not in self.NORMALIZATIONS:
             raise ValueError(f"normalization={normalization!r} is not one of {tuple(self.NORMALIZATIONS)}")
-        super().__init__(params, lr, betas, eps, weight_decay, mask="sync",
-                         compensation=self.NORMALIZATIONS[normalization], empty_mask="skip", backend=backend)
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            mask="sync",
+            compensation=self.NORMALIZATIONS[normalization],
+            empty_mask="skip",
+            backend=backend,
+        )

@@ -35,8 +35,9 @@ def _sgd_mask(d_p, buf, new_buf, mask: str, strict: bool):
     return torch.ones_like(d_p, dtype=torch.bool)
 
 
-def sgd_norms_pass(param, grad, buf, momentum, dampening, weight_decay, *, first, nesterov, mask, strict,
-                   norm, need_norms):
+def sgd_norms_pass(
+    param, grad, buf, momentum, dampening, weight_decay, *, first, nesterov, mask, strict, norm, need_norms
+):
     """Read-only first pass: ``sum |u|^p``, ``sum |M u|^p`` and ``sum M``."""
     d_p, new_buf, u = _sgd_direction(param, grad, buf, momentum, dampening, weight_decay, first, nesterov)
     keep = _sgd_mask(d_p, buf, new_buf, mask, strict)
@@ -46,13 +47,33 @@ def sgd_norms_pass(param, grad, buf, momentum, dampening, weight_decay, *, first
     return norm_power(u, norm), norm_power(torch.where(keep, u, 0), norm), kept
 
 
-def sgd_update_pass(param, grad, buf, lr, momentum, dampening, weight_decay, full, masked, kept, *, first,
-                    nesterov, mask, strict, compensation, norm, alpha_max, empty_full):
+def sgd_update_pass(
+    param,
+    grad,
+    buf,
+    lr,
+    momentum,
+    dampening,
+    weight_decay,
+    full,
+    masked,
+    kept,
+    *,
+    first,
+    nesterov,
+    mask,
+    strict,
+    compensation,
+    norm,
+    alpha_max,
+    empty_full,
+):
     """Second pass: recompute the direction (SGD is cheap), compensate, update buffer and parameter."""
     d_p, new_buf, u = _sgd_direction(param, grad, buf, momentum, dampening, weight_decay, first, nesterov)
     keep = _sgd_mask(d_p, buf, new_buf, mask, strict)
-    alpha = torch.as_tensor(compensation_factor(full, masked, kept, u.numel(), compensation, norm, alpha_max),
-                            device=u.device)
+    alpha = torch.as_tensor(
+        compensation_factor(full, masked, kept, u.numel(), compensation, norm, alpha_max), device=u.device
+    )
     if empty_full:  # an empty mask takes the unmasked step with alpha = 1
         empty = kept == 0
         keep = keep | empty
@@ -72,13 +93,36 @@ class AlphaSGD(MaskedOptimizer):
     SGD is memory-bound, so the second pass recomputes the direction and ``p.grad`` is left intact.
     """
 
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.9, dampening: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0, *, mask: str = "async",
-                 compensation: str = "norm_ratio", alpha_norm: float = 2, alpha_max: float | None = None,
-                 mask_strict: bool = True, empty_mask: str = "full", backend: str | None = None):
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
-                        weight_decay=weight_decay, mask=mask, compensation=compensation, alpha_norm=alpha_norm,
-                        alpha_max=alpha_max, mask_strict=mask_strict, empty_mask=empty_mask)
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        *,
+        mask: str = "async",
+        compensation: str = "norm_ratio",
+        alpha_norm: float = 2,
+        alpha_max: float | None = None,
+        mask_strict: bool = True,
+        empty_mask: str = "full",
+        backend: str | None = None,
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            mask=mask,
+            compensation=compensation,
+            alpha_norm=alpha_norm,
+            alpha_max=alpha_max,
+            mask_strict=mask_strict,
+            empty_mask=empty_mask,
+        )
         super().__init__(params, defaults, backend)
 
     def _validate_group(self, group: dict) -> None:
@@ -88,7 +132,9 @@ class AlphaSGD(MaskedOptimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("nesterov=True requires momentum > 0 and dampening = 0")
         if group["momentum"] == 0 and group["mask"] != "none":
-            raise ValueError(f"mask={group['mask']!r} compares the momentum with the gradient: it needs momentum > 0")
+            raise ValueError(
+                f"mask={group['mask']!r} compares the momentum with the gradient: it needs momentum > 0"
+            )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -103,15 +149,37 @@ class AlphaSGD(MaskedOptimizer):
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             buf = state.get("momentum_buffer")
             compensation = effective_compensation(group["mask"], group["compensation"])
-            options = dict(first=first, nesterov=group["nesterov"], mask=group["mask"],
-                           strict=group["mask_strict"])
+            options = dict(
+                first=first, nesterov=group["nesterov"], mask=group["mask"], strict=group["mask_strict"]
+            )
             hyper = (group["momentum"], group["dampening"], group["weight_decay"])
-            full, masked, kept = kernels.run(sgd_norms_pass, self.backend, p, p.grad, buf, *hyper,
-                                             norm=norm_key(group["alpha_norm"]),
-                                             need_norms=compensation == "norm_ratio", **options)
-            alpha = kernels.run(sgd_update_pass, self.backend, p, p.grad, buf, group["lr"], *hyper, full, masked,
-                                kept, compensation=compensation, norm=norm_key(group["alpha_norm"]),
-                                alpha_max=group["alpha_max"],
-                                empty_full=group["empty_mask"] == "full" and group["mask"] != "none", **options)
+            full, masked, kept = kernels.run(
+                sgd_norms_pass,
+                self.backend,
+                p,
+                p.grad,
+                buf,
+                *hyper,
+                norm=norm_key(group["alpha_norm"]),
+                need_norms=compensation == "norm_ratio",
+                **options,
+            )
+            alpha = kernels.run(
+                sgd_update_pass,
+                self.backend,
+                p,
+                p.grad,
+                buf,
+                group["lr"],
+                *hyper,
+                full,
+                masked,
+                kept,
+                compensation=compensation,
+                norm=norm_key(group["alpha_norm"]),
+                alpha_max=group["alpha_max"],
+                empty_full=group["empty_mask"] == "full" and group["mask"] != "none",
+                **options,
+            )
             self._record(state, alpha, kept, p.numel())
         return loss

@@ -56,8 +56,14 @@ class MaskedOptimizer(torch.optim.Optimizer):
     def _validate_group(self, group: dict) -> None:
         check_number("lr", group["lr"])
         check_number("weight_decay", group["weight_decay"])
-        validate_mask_options(group["mask"], group["compensation"], group["empty_mask"],
-                              group["alpha_norm"], group["alpha_max"], group["mask_strict"])
+        validate_mask_options(
+            group["mask"],
+            group["compensation"],
+            group["empty_mask"],
+            group["alpha_norm"],
+            group["alpha_max"],
+            group["mask_strict"],
+        )
         for p in group["params"]:
             if not p.is_floating_point():
                 raise ValueError(f"{type(self).__name__} needs floating-point parameters, got {p.dtype}")

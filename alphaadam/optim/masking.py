@@ -134,8 +134,14 @@ def apply_update(param: torch.Tensor, direction: torch.Tensor, step, decay: floa
         param.copy_(param.float() * decay - step * direction.float())
 
 
-def validate_mask_options(mask: str, compensation: str, empty_mask: str, alpha_norm: float,
-                          alpha_max: float | None, mask_strict: bool) -> None:
+def validate_mask_options(
+    mask: str,
+    compensation: str,
+    empty_mask: str,
+    alpha_norm: float,
+    alpha_max: float | None,
+    mask_strict: bool,
+) -> None:
     """Raise ValueError naming the offending argument."""
     if mask not in MASKS:
         raise ValueError(f"mask={mask!r} is not one of {MASKS}")

@@ -44,10 +44,16 @@ class NamedParameters:
         else:
             named, model = tuple(source), None
             for item in named:
-                if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
-                        and isinstance(item[1], torch.Tensor)):
-                    raise ValueError("expected a model or an iterable of (name, parameter) pairs, "
-                                     f"e.g. model.named_parameters(); got an element {type(item).__name__}")
+                if not (
+                    isinstance(item, tuple)
+                    and len(item) == 2
+                    and isinstance(item[0], str)
+                    and isinstance(item[1], torch.Tensor)
+                ):
+                    raise ValueError(
+                        "expected a model or an iterable of (name, parameter) pairs, "
+                        f"e.g. model.named_parameters(); got an element {type(item).__name__}"
+                    )
         named = tuple((n, p) for n, p in named if p.requires_grad)
         if not named:
             raise ValueError("no trainable parameters (all have requires_grad=False)")
@@ -59,8 +65,10 @@ class NamedParameters:
         names = set()
         for module_name, module in self.model.named_modules():
             if _is_norm_module(module):
-                names.update(f"{module_name}.{n}" if module_name else n
-                             for n, _ in module.named_parameters(recurse=False))
+                names.update(
+                    f"{module_name}.{n}" if module_name else n
+                    for n, _ in module.named_parameters(recurse=False)
+                )
         return names
 
     def decays(self, rule: str) -> dict[str, bool]:

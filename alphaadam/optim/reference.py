@@ -46,14 +46,19 @@ def _masked_step(p: torch.Tensor, u: torch.Tensor, mask: torch.Tensor, group: di
     state["alpha"], state["mask_density"] = alpha, density
 
 
-_MASK_DEFAULTS = dict(mask="async", compensation="norm_ratio", alpha_norm=2, alpha_max=None, mask_strict=True,
-                      empty_mask="full")
+_MASK_DEFAULTS = dict(
+    mask="async", compensation="norm_ratio", alpha_norm=2, alpha_max=None, mask_strict=True, empty_mask="full"
+)
 
 
 class ReferenceAlphaAdam(torch.optim.Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, **mask_options):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      **{**_MASK_DEFAULTS, **mask_options}))
+        super().__init__(
+            params,
+            dict(
+                lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **{**_MASK_DEFAULTS, **mask_options}
+            ),
+        )
 
     @torch.no_grad()
     def step(self):
@@ -84,10 +89,20 @@ class ReferenceAlphaAdam(torch.optim.Optimizer):
 
 
 class ReferenceAlphaSGD(torch.optim.Optimizer):
-    def __init__(self, params, lr=1e-3, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0,
-                 **mask_options):
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
-                                      weight_decay=weight_decay, **{**_MASK_DEFAULTS, **mask_options}))
+    def __init__(
+        self, params, lr=1e-3, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0, **mask_options
+    ):
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                nesterov=nesterov,
+                weight_decay=weight_decay,
+                **{**_MASK_DEFAULTS, **mask_options},
+            ),
+        )
 
     @torch.no_grad()
     def step(self):
@@ -102,8 +117,11 @@ class ReferenceAlphaSGD(torch.optim.Optimizer):
                 if momentum == 0:
                     u = buf = d_p
                 else:
-                    buf = d_p.clone() if "momentum_buffer" not in state else momentum * previous + (
-                        1 - group["dampening"]) * d_p
+                    buf = (
+                        d_p.clone()
+                        if "momentum_buffer" not in state
+                        else momentum * previous + (1 - group["dampening"]) * d_p
+                    )
                     state["momentum_buffer"] = buf
                     u = d_p + momentum * buf if group["nesterov"] else buf
                 reference = previous if group["mask"] == "async" else buf

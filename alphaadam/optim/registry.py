@@ -33,7 +33,9 @@ _REGISTRY: dict[str, OptimizerEntry] = {}
 def _keyword_parameters(fn: Callable, skip: Iterable[str] = ()) -> frozenset[str]:
     sig = inspect.signature(fn)
     kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return frozenset(n for n, p in sig.parameters.items() if p.kind in kinds and n not in {"self", "params", *skip})
+    return frozenset(
+        n for n, p in sig.parameters.items() if p.kind in kinds and n not in {"self", "params", *skip}
+    )
 
 
 def register(name: str, *, summary: str, source: str, paper: str = ""):
@@ -48,8 +50,16 @@ def register(name: str, *, summary: str, source: str, paper: str = ""):
     return decorate
 
 
-def register_class(name: str, cls: type[torch.optim.Optimizer], *, summary: str, source: str, paper: str = "",
-                   fixed: dict | None = None, weight_decay_rule: str = "ndim") -> None:
+def register_class(
+    name: str,
+    cls: type[torch.optim.Optimizer],
+    *,
+    summary: str,
+    source: str,
+    paper: str = "",
+    fixed: dict | None = None,
+    weight_decay_rule: str = "ndim",
+) -> None:
     """Register an optimizer class used with the standard two weight-decay groups.
 
     ``fixed`` holds constructor arguments that the name stands for (a preset) and that callers may
@@ -57,8 +67,13 @@ def register_class(name: str, cls: type[torch.optim.Optimizer], *, summary: str,
     """
     fixed = dict(fixed or {})
 
-    def build(params: NamedParameters, *, weight_decay: float = 0.0, weight_decay_rule: str = weight_decay_rule,
-              **hparams) -> torch.optim.Optimizer:
+    def build(
+        params: NamedParameters,
+        *,
+        weight_decay: float = 0.0,
+        weight_decay_rule: str = weight_decay_rule,
+        **hparams,
+    ) -> torch.optim.Optimizer:
         groups = params.weight_decay_groups(weight_decay, weight_decay_rule)
         return cls(groups, weight_decay=weight_decay, **fixed, **hparams)
 
@@ -77,11 +92,14 @@ def optimizer_entry(name: str) -> OptimizerEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(available_optimizers())}") from None
+        raise ValueError(
+            f"unknown optimizer {name!r}; available: {', '.join(available_optimizers())}"
+        ) from None
 
 
-def build_optimizer(model_or_named_parameters: nn.Module | Iterable[tuple[str, torch.Tensor]], name: str,
-                    **hparams) -> torch.optim.Optimizer:
+def build_optimizer(
+    model_or_named_parameters: nn.Module | Iterable[tuple[str, torch.Tensor]], name: str, **hparams
+) -> torch.optim.Optimizer:
     """Build the optimizer registered as ``name`` for a model or its ``named_parameters()``.
 
     Hyper-parameters are the optimizer's keyword arguments plus ``weight_decay_rule`` ("ndim",
@@ -90,6 +108,8 @@ def build_optimizer(model_or_named_parameters: nn.Module | Iterable[tuple[str, t
     entry = optimizer_entry(name)
     unknown = sorted(set(hparams) - entry.accepts)
     if unknown:
-        raise ValueError(f"optimizer {name!r} does not take {', '.join(unknown)}; "
-                         f"it takes: {', '.join(sorted(entry.accepts))}")
+        raise ValueError(
+            f"optimizer {name!r} does not take {', '.join(unknown)}; "
+            f"it takes: {', '.join(sorted(entry.accepts))}"
+        )
     return entry.build(NamedParameters.of(model_or_named_parameters), **hparams)
