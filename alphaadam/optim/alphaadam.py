@@ -194,7 +194,7 @@ class AlphaAdam(MaskedOptimizer):
             if first_full:
                 kept = torch.zeros((), dtype=torch.int64, device=p.device)  # the true mask was empty
             elif mask != "none" and group["empty_mask"] == "full":
-                maybe_empty.append((p, (param, exp_avg, exp_avg_sq), lr, scalars, kept))
+                maybe_empty.append((p, lr, scalars, kept))
             self._record(state, alpha, kept, p.numel())
         self._apply_empty_mask_rule(maybe_empty)
         return loss
@@ -205,8 +205,10 @@ class AlphaAdam(MaskedOptimizer):
             return
         device = maybe_empty[0][-1].device
         empty = torch.stack([kept.to(device) == 0 for *_, kept in maybe_empty]).tolist()
-        for is_empty, (p, tensors, lr, scalars, _) in zip(empty, maybe_empty, strict=True):
+        for is_empty, (p, lr, scalars, _) in zip(empty, maybe_empty, strict=True):
             if is_empty:
+                state = self.state[p]
+                tensors = _flat(p, state["exp_avg"], state["exp_avg_sq"])
                 kernels.run(adam_unmasked_step, self.backend, *tensors, lr, **scalars)
                 self.state[p]["alpha"] = torch.ones((), device=p.device)
 

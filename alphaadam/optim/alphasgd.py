@@ -72,7 +72,9 @@ def sgd_update_pass(
     d_p, new_buf, u = _sgd_direction(param, grad, buf, momentum, dampening, weight_decay, first, nesterov)
     keep = _sgd_mask(d_p, buf, new_buf, mask, strict)
     alpha = torch.as_tensor(
-        compensation_factor(full, masked, kept, u.numel(), compensation, norm, alpha_max), device=u.device
+        compensation_factor(full, masked, kept, u.numel(), compensation, norm, alpha_max),
+        dtype=torch.float64,
+        device=u.device,
     )
     if empty_full:  # an empty mask takes the unmasked step with alpha = 1
         empty = kept == 0

@@ -20,6 +20,11 @@ import torch
 
 BACKENDS = ("auto", "compile", "eager")
 
+# Every option combination, dtype and None-vs-tensor argument is its own specialisation of a pass,
+# so a process that uses several optimizer configurations (a test suite, a sweep run in-process)
+# exceeds Dynamo's default of 8 graphs per function; each graph is still compiled only once.
+RECOMPILE_LIMIT = 64
+
 _compiled: dict[Callable, Callable] = {}
 _compile_broken = False
 
@@ -42,6 +47,8 @@ def run(fn: Callable, backend: str, *args, **kwargs):
         return fn(*args, **kwargs)
     compiled = _compiled.get(fn)
     if compiled is None:
+        config = torch._dynamo.config
+        config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
         compiled = _compiled[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
     if backend == "compile":
         return compiled(*args, **kwargs)

@@ -21,7 +21,9 @@ def _compensation(u: torch.Tensor, mask: torch.Tensor, group: dict) -> float:
     kind = group["compensation"]
     if kind == "norm_ratio":
         p = group["alpha_norm"]
-        alpha = (torch.linalg.vector_norm(u, ord=p) / torch.linalg.vector_norm(mask * u, ord=p)).item()
+        masked = torch.linalg.vector_norm(mask * u, ord=p)
+        # A mask that keeps only zero directions (possible with ">=") has nothing to rescale.
+        alpha = (torch.linalg.vector_norm(u, ord=p) / masked).item() if masked > 0 else 1.0
     elif kind == "cautious_mean":
         alpha = 1.0 / max(mask.mean().item(), 1e-3)
     elif kind == "cautious_nnz":

@@ -1,0 +1,102 @@
+"""AlphaSGD: the same mask and compensation on SGD with momentum."""
+
+import itertools
+
+import pytest
+import torch
+from optim_helpers import make_params, max_difference, run, two_groups
+
+from alphaadam.optim import AlphaSGD
+from alphaadam.optim.reference import ReferenceAlphaSGD
+
+STEPS = 50
+
+
+def trajectory(cls, steps=STEPS, sgd=None, **options):
+    params = make_params()
+    sgd = sgd or dict(momentum=0.9)
+    extra = dict(backend="eager") if cls is AlphaSGD else {}
+    opt = cls(two_groups(params), **sgd, **extra, **options)
+    return run(opt, params, steps), opt
+
+
+SGD_SETTINGS = [
+    dict(momentum=0.9),
+    dict(momentum=0.9, dampening=0.1),
+    dict(momentum=0.8, nesterov=True),
+    dict(momentum=0.0),
+]
+
+
+@pytest.mark.parametrize("sgd", SGD_SETTINGS)
+def test_unmasked_equals_torch_sgd(sgd):
+    ours, _ = trajectory(AlphaSGD, sgd=sgd, mask="none", compensation="none")
+    params = make_params()
+    reference = run(torch.optim.SGD(two_groups(params), **sgd, foreach=False), params, STEPS)
+    assert max_difference(ours, reference) < 1e-13
+
+
+@pytest.mark.parametrize(
+    "mask,compensation,strict,empty",
+    list(
+        itertools.product(
+            ("async", "sync"), ("norm_ratio", "cautious_mean", "none"), (True, False), ("full", "skip")
+        )
+    ),
+)
+def test_fast_equals_reference(mask, compensation, strict, empty):
+    options = dict(mask=mask, compensation=compensation, mask_strict=strict, empty_mask=empty)
+    fast, opt = trajectory(AlphaSGD, **options)
+    ref, ref_opt = trajectory(ReferenceAlphaSGD, **options)
+    assert max_difference(fast, ref) < 1e-12
+    for s_fast, s_ref in zip(opt.state.values(), ref_opt.state.values(), strict=True):
+        assert s_fast["alpha"].item() == pytest.approx(s_ref["alpha"], rel=1e-6)
+
+
+def test_nesterov_and_dampening_equal_reference():
+    for sgd in SGD_SETTINGS[1:3]:
+        fast, _ = trajectory(AlphaSGD, sgd=sgd)
+        ref, _ = trajectory(ReferenceAlphaSGD, sgd=sgd)
+        assert max_difference(fast, ref) < 1e-12
+
+
+def test_first_async_step_is_an_sgd_step():
+    ours, _ = trajectory(AlphaSGD, steps=1)
+    params = make_params()
+    reference = run(torch.optim.SGD(two_groups(params), momentum=0.9, foreach=False), params, 1)
+    assert max_difference(ours, reference) < 1e-15
+
+
+def test_gradients_are_left_intact():
+    params = make_params()
+    opt = AlphaSGD(params, lr=0.1, backend="eager")
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert all(torch.equal(p.grad, torch.ones_like(p)) for p in params)
+
+
+def test_resume_continues_identically():
+    uninterrupted, _ = trajectory(AlphaSGD, steps=30)
+    params = make_params()
+    opt = AlphaSGD(two_groups(params), momentum=0.9, backend="eager")
+    first = run(opt, params, 12)
+    saved = opt.state_dict()
+    params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    resumed = AlphaSGD(two_groups(params), momentum=0.9, backend="eager")
+    resumed.load_state_dict(saved)
+    assert max_difference(first + run(resumed, params, 18, start=12), uninterrupted) == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(momentum=0.0), "momentum > 0"),
+        (dict(nesterov=True, dampening=0.5), "nesterov"),
+        (dict(momentum=1.5), "momentum"),
+        (dict(mask="random"), "mask"),
+    ],
+)
+def test_invalid_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AlphaSGD(make_params(), lr=0.1, **kwargs)
