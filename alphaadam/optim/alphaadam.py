@@ -12,8 +12,8 @@ from alphaadam.optim.masking import (
     apply_update,
     effective_compensation,
     keep_where,
-    norm_key,
     norm_power,
+    static_float,
 )
 
 
@@ -56,7 +56,8 @@ def adam_direction_pass(
 
 
 def adam_unmasked_step(param, exp_avg, exp_avg_sq, lr, eps, inv_bc1, inv_bc2_sqrt):
-    """``param -= lr * u`` from the updated moments: the unmasked step of the empty-mask rule."""
+    """``param -= lr * u`` from the updated moments: the unmasked step of the empty-mask rule
+    (weight decay was already applied by the masked pass)."""
     u = (exp_avg * inv_bc1) / (exp_avg_sq.sqrt() * inv_bc2_sqrt + eps)
     apply_update(param, u, lr, 1.0)
 
@@ -144,60 +145,77 @@ class AlphaAdam(MaskedOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        maybe_empty = []
+        scalars, maybe_empty = {}, []
         for group, p in self._params_with_grad():
             state = self.state[p]
             if not state:
                 self._init_state(p, state)
             state["step"] += 1
-            t = state["step"].item()
-            beta1, beta2 = group["betas"]
-            lr, mask, compensation = group["lr"], group["mask"], group["compensation"]
-            scalars = dict(
-                eps=group["eps"], inv_bc1=1.0 / (1.0 - beta1**t), inv_bc2_sqrt=(1.0 - beta2**t) ** -0.5
-            )
+            t = int(state["step"].item())
+            param, grad, exp_avg, exp_avg_sq = _flat(p, p.grad, state["exp_avg"], state["exp_avg_sq"])
+            key = (id(group), t, exp_avg.dtype, p.device)
+            if key not in scalars:
+                scalars[key] = self._step_scalars(group, t, exp_avg.dtype, p.device)
+            s = scalars[key]
+            mask, compensation = group["mask"], group["compensation"]
             # m_0 = 0, so at a tensor's first step the strict async mask is empty by construction:
             # the empty-mask rule is known without looking, and "full" is exactly an AdamW step.
             first_full = t == 1 and mask == "async" and group["mask_strict"] and group["empty_mask"] == "full"
             if first_full:
                 mask, compensation = "none", "none"
             compensation = effective_compensation(mask, compensation)
-            param, grad, exp_avg, exp_avg_sq = _flat(p, p.grad, state["exp_avg"], state["exp_avg_sq"])
+            norm = static_float(group["alpha_norm"])
             full = kernels.run(
                 adam_direction_pass,
                 self.backend,
                 grad,
                 exp_avg,
                 exp_avg_sq,
-                beta1,
-                beta2,
-                scalars["eps"],
-                scalars["inv_bc1"],
-                scalars["inv_bc2_sqrt"],
+                s["beta1"],
+                s["beta2"],
+                s["eps"],
+                s["inv_bc1"],
+                s["inv_bc2_sqrt"],
                 mask=mask,
                 strict=group["mask_strict"],
-                norm=norm_key(group["alpha_norm"]),
+                norm=norm,
                 need_full=compensation == "norm_ratio",
             )
-            alpha, kept = kernels.run(
+            state["alpha"], state["mask_density"], kept = kernels.run(
                 apply_masked_update,
                 self.backend,
                 param,
                 grad,
                 full,
-                lr,
-                1.0 - lr * group["weight_decay"],
+                s["lr"],
+                s["decay"],
                 compensation=compensation,
-                norm=norm_key(group["alpha_norm"]),
-                alpha_max=group["alpha_max"],
+                norm=norm,
+                alpha_max=static_float(group["alpha_max"]),
             )
             if first_full:
-                kept = torch.zeros((), dtype=torch.int64, device=p.device)  # the true mask was empty
+                state["mask_density"] = torch.zeros_like(state["mask_density"])  # the true mask was empty
             elif mask != "none" and group["empty_mask"] == "full":
-                maybe_empty.append((p, lr, scalars, kept))
-            self._record(state, alpha, kept, p.numel())
+                maybe_empty.append((p, s, kept))
         self._apply_empty_mask_rule(maybe_empty)
         return loss
+
+    def _step_scalars(self, group: dict, t: int, dtype: torch.dtype, device: torch.device) -> dict:
+        beta1, beta2 = group["betas"]
+        lr = group["lr"]
+        return self._scalars(
+            dict(
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                inv_bc1=1.0 / (1.0 - beta1**t),
+                inv_bc2_sqrt=(1.0 - beta2**t) ** -0.5,
+                lr=lr,
+                decay=1.0 - lr * group["weight_decay"],
+            ),
+            dtype,
+            device,
+        )
 
     def _apply_empty_mask_rule(self, maybe_empty: list) -> None:
         """Take the unmasked step for tensors whose mask came out empty (one device sync)."""
@@ -205,12 +223,20 @@ class AlphaAdam(MaskedOptimizer):
             return
         device = maybe_empty[0][-1].device
         empty = torch.stack([kept.to(device) == 0 for *_, kept in maybe_empty]).tolist()
-        for is_empty, (p, lr, scalars, _) in zip(empty, maybe_empty, strict=True):
+        for is_empty, (p, s, _) in zip(empty, maybe_empty, strict=True):
             if is_empty:
                 state = self.state[p]
                 tensors = _flat(p, state["exp_avg"], state["exp_avg_sq"])
-                kernels.run(adam_unmasked_step, self.backend, *tensors, lr, **scalars)
-                self.state[p]["alpha"] = torch.ones((), device=p.device)
+                kernels.run(
+                    adam_unmasked_step,
+                    self.backend,
+                    *tensors,
+                    s["lr"],
+                    s["eps"],
+                    s["inv_bc1"],
+                    s["inv_bc2_sqrt"],
+                )
+                state["alpha"] = torch.ones_like(state["alpha"])
 
 
 class CAdamW(AlphaAdam):

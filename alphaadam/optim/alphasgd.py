@@ -11,15 +11,26 @@ from alphaadam.optim.masking import (
     apply_update,
     compensation_factor,
     effective_compensation,
-    norm_key,
     norm_power,
+    static_float,
 )
 
 
-def _sgd_direction(param, grad, buf, momentum, dampening, weight_decay, first: bool, nesterov: bool):
+def _sgd_direction(
+    param,
+    grad,
+    buf,
+    momentum,
+    dampening,
+    weight_decay,
+    first: bool,
+    nesterov: bool,
+    has_momentum: bool,
+    has_weight_decay: bool,
+):
     """torch.optim.SGD's direction: returns (d_p, new momentum buffer, update direction u)."""
-    d_p = grad if weight_decay == 0 else grad + weight_decay * param
-    if momentum == 0:
+    d_p = grad + weight_decay * param if has_weight_decay else grad
+    if not has_momentum:
         return d_p, None, d_p
     new_buf = d_p if first else buf * momentum + (1 - dampening) * d_p
     return d_p, new_buf, (d_p + momentum * new_buf if nesterov else new_buf)
@@ -36,10 +47,10 @@ def _sgd_mask(d_p, buf, new_buf, mask: str, strict: bool):
 
 
 def sgd_norms_pass(
-    param, grad, buf, momentum, dampening, weight_decay, *, first, nesterov, mask, strict, norm, need_norms
+    param, grad, buf, momentum, dampening, weight_decay, *, flags, mask, strict, norm, need_norms
 ):
     """Read-only first pass: ``sum |u|^p``, ``sum |M u|^p`` and ``sum M``."""
-    d_p, new_buf, u = _sgd_direction(param, grad, buf, momentum, dampening, weight_decay, first, nesterov)
+    d_p, new_buf, u = _sgd_direction(param, grad, buf, momentum, dampening, weight_decay, *flags)
     keep = _sgd_mask(d_p, buf, new_buf, mask, strict)
     kept = keep.sum()
     if not need_norms:
@@ -59,8 +70,7 @@ def sgd_update_pass(
     masked,
     kept,
     *,
-    first,
-    nesterov,
+    flags,
     mask,
     strict,
     compensation,
@@ -68,8 +78,11 @@ def sgd_update_pass(
     alpha_max,
     empty_full,
 ):
-    """Second pass: recompute the direction (SGD is cheap), compensate, update buffer and parameter."""
-    d_p, new_buf, u = _sgd_direction(param, grad, buf, momentum, dampening, weight_decay, first, nesterov)
+    """Second pass: recompute the direction (SGD is cheap), compensate, update buffer and parameter.
+
+    Returns (alpha, mask density) for the statistics.
+    """
+    d_p, new_buf, u = _sgd_direction(param, grad, buf, momentum, dampening, weight_decay, *flags)
     keep = _sgd_mask(d_p, buf, new_buf, mask, strict)
     alpha = torch.as_tensor(
         compensation_factor(full, masked, kept, u.numel(), compensation, norm, alpha_max),
@@ -83,7 +96,7 @@ def sgd_update_pass(
     if new_buf is not None:
         buf.copy_(new_buf)
     apply_update(param, torch.where(keep, u, 0), lr * alpha, 1.0)
-    return alpha.float()
+    return alpha.float(), kept.float() / u.numel()
 
 
 class AlphaSGD(MaskedOptimizer):
@@ -144,44 +157,40 @@ class AlphaSGD(MaskedOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        scalars = {}
         for group, p in self._params_with_grad():
             state = self.state[p]
+            has_momentum = group["momentum"] != 0
             first = "momentum_buffer" not in state
-            if first and group["momentum"] != 0:
+            if first and has_momentum:
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            buf = state.get("momentum_buffer")
+            key = (id(group), p.dtype, p.device)
+            if key not in scalars:
+                values = {k: group[k] for k in ("momentum", "dampening", "weight_decay", "lr")}
+                scalars[key] = tuple(self._scalars(values, p.dtype, p.device).values())
+            *hyper, lr = scalars[key]
+            tensors = (p, p.grad, state.get("momentum_buffer"), *hyper)
             compensation = effective_compensation(group["mask"], group["compensation"])
             options = dict(
-                first=first, nesterov=group["nesterov"], mask=group["mask"], strict=group["mask_strict"]
+                flags=(first, group["nesterov"], has_momentum, group["weight_decay"] != 0),
+                mask=group["mask"],
+                strict=group["mask_strict"],
+                norm=static_float(group["alpha_norm"]),
             )
-            hyper = (group["momentum"], group["dampening"], group["weight_decay"])
             full, masked, kept = kernels.run(
-                sgd_norms_pass,
-                self.backend,
-                p,
-                p.grad,
-                buf,
-                *hyper,
-                norm=norm_key(group["alpha_norm"]),
-                need_norms=compensation == "norm_ratio",
-                **options,
+                sgd_norms_pass, self.backend, *tensors, need_norms=compensation == "norm_ratio", **options
             )
-            alpha = kernels.run(
+            state["alpha"], state["mask_density"] = kernels.run(
                 sgd_update_pass,
                 self.backend,
-                p,
-                p.grad,
-                buf,
-                group["lr"],
-                *hyper,
+                *tensors,
+                lr,
                 full,
                 masked,
                 kept,
                 compensation=compensation,
-                norm=norm_key(group["alpha_norm"]),
-                alpha_max=group["alpha_max"],
+                alpha_max=static_float(group["alpha_max"]),
                 empty_full=group["empty_mask"] == "full" and group["mask"] != "none",
                 **options,
             )
-            self._record(state, alpha, kept, p.numel())
         return loss

@@ -56,13 +56,14 @@ def effective_compensation(mask: str, compensation: str) -> str:
     return "none" if mask == "none" and compensation == "norm_ratio" else compensation
 
 
-def norm_key(p: float) -> str:
-    """The norm order as a string: compiled kernels keep floats symbolic but specialise on strings."""
-    return repr(float(p))
+def static_float(value: float | None) -> str:
+    """A constant float option (norm order, alpha clamp) as a string: compiled kernels treat float
+    arguments as symbolic inputs but specialise on strings."""
+    return "none" if value is None else repr(float(value))
 
 
 def norm_power(x: torch.Tensor, norm: str) -> torch.Tensor:
-    """``sum |x|^p`` in fp32 or wider, or ``max |x|`` for ``p = inf``, with ``norm = norm_key(p)``."""
+    """``sum |x|^p`` in fp32 or wider, or ``max |x|`` for ``p = inf``, with ``norm = static_float(p)``."""
     p = float(norm)
     x = x if x.dtype in (torch.float32, torch.float64) else x.float()
     if math.isinf(p):
@@ -79,12 +80,13 @@ def compensation_factor(
     numel: int,
     compensation: str,
     norm: str,
-    alpha_max: float | None,
+    alpha_max: str,
 ) -> torch.Tensor | float:
     """The scale applied to the masked direction (SPEC.md §1 step 6 and §2).
 
     ``full`` and ``masked`` are ``sum |u|^p`` and ``sum |M * u|^p`` (only read for ``"norm_ratio"``),
     ``kept`` is ``sum(M)``. Counts are turned into factors in float64, as the reference does.
+    ``norm`` and ``alpha_max`` come from :func:`static_float`.
     """
     if compensation == "norm_ratio":
         p = float(norm)
@@ -99,8 +101,8 @@ def compensation_factor(
         alpha = numel / (kept.double() + 1.0)
     else:
         return 1.0
-    if alpha_max is not None:
-        alpha = torch.clamp(alpha, max=alpha_max)
+    if alpha_max != "none":
+        alpha = torch.clamp(alpha, max=float(alpha_max))
     return alpha
 
 
@@ -108,25 +110,27 @@ def apply_masked_update(
     param: torch.Tensor,
     masked_dir: torch.Tensor,
     full: torch.Tensor | None,
-    lr: float,
-    decay: float,
+    lr: torch.Tensor,
+    decay: torch.Tensor,
     *,
     compensation: str,
     norm: str,
-    alpha_max: float | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Second pass: ``param <- param * decay - lr * alpha * masked_dir``; returns (alpha, sum(M)).
+    alpha_max: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Second pass: ``param <- param * decay - lr * alpha * masked_dir``.
 
-    ``masked_dir`` is the buffer written by :func:`keep_where` in the direction pass.
+    ``masked_dir`` is the buffer written by :func:`keep_where` in the direction pass. Returns
+    (alpha, mask density) as fp32 0-d tensors for the statistics, and ``sum(M)``.
     """
     kept = kept_count(masked_dir)
     masked = norm_power(masked_dir, norm) if compensation == "norm_ratio" else None
     alpha = compensation_factor(full, masked, kept, masked_dir.numel(), compensation, norm, alpha_max)
     apply_update(param, masked_dir, lr * alpha, decay)
-    return torch.as_tensor(alpha, dtype=torch.float32, device=param.device), kept
+    density = kept.float() / masked_dir.numel()
+    return torch.as_tensor(alpha, dtype=torch.float32, device=param.device), density, kept
 
 
-def apply_update(param: torch.Tensor, direction: torch.Tensor, step, decay: float) -> None:
+def apply_update(param: torch.Tensor, direction: torch.Tensor, step, decay) -> None:
     """``param <- param * decay - step * direction``, in fp32 for bf16/fp16 parameters."""
     if param.dtype in (torch.float32, torch.float64):
         param.mul_(decay).add_((direction * -step).to(param.dtype))
