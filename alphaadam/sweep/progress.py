@@ -1,0 +1,45 @@
+"""One overall progress line for a sweep: jobs done of total, failures so far."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+
+class SweepProgress:
+    def __init__(self, total: int, stream=None):
+        self.total, self.stream = total, stream or sys.stderr
+        self.done = self.failed = self.running = 0
+        self.start = time.monotonic()
+        self.lock = threading.Lock()
+        self.tty = self.stream.isatty()
+
+    def _show(self, note: str = "") -> None:
+        elapsed = time.monotonic() - self.start
+        line = (
+            f"[sweep] {self.done}/{self.total} done, {self.failed} failed, {self.running} running, "
+            f"{elapsed / 60:.1f} min{('  ' + note) if note else ''}"
+        )
+        if self.tty:
+            self.stream.write("\r\033[K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def started(self, name: str) -> None:
+        with self.lock:
+            self.running += 1
+            self._show(f"started {name}")
+
+    def finished(self, name: str, status: str) -> None:
+        with self.lock:
+            self.running -= 1
+            self.done += 1
+            self.failed += status not in ("completed", "diverged", "oom")
+            self._show(f"{name}: {status}")
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
