@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alphaadam.runs import read_result
+from alphaadam.runs.lock import is_live
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class Job:
         return [*launcher, self.script, *self.overrides]
 
     def status(self) -> str:
-        """``pending`` when no result.json exists, else the status it records."""
+        """``pending`` without a result.json; ``interrupted`` for a run that says "running" but whose
+        process is gone (it resumes when launched again); else the status result.json records."""
         result = read_result(self.run_dir)
-        return "pending" if result is None else result["status"]
+        if result is None:
+            return "pending"
+        if result["status"] == "running" and not is_live(self.run_dir):
+            return "interrupted"
+        return result["status"]

@@ -31,7 +31,7 @@ def start_job(
 def final_status(job: Job, exit_code: int) -> str:
     """The status its result.json records; ``failed`` when the process died without saying so."""
     status = job.status()
-    if exit_code != 0 and status in ("pending", "running", "completed"):
+    if exit_code != 0 and status in ("pending", "interrupted"):
         return "failed"
     return status
 
