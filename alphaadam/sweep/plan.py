@@ -38,19 +38,13 @@ def plan(spec: SweepSpec, config_dir: Path, recipes_dir: Path, extra_overrides: 
     if not script.exists():
         raise ValueError(f"sweep {spec.name!r}: recipe script {script} does not exist")
     jobs = []
-    for tags, overrides in job_overrides(spec):
-        overrides = [*overrides, *extra_overrides]
-        cfg = compose_config(config_dir, spec.recipe, overrides)
-        jobs.append(
-            Job(
-                str(script),
-                tuple(overrides),
-                run_dir_for(cfg),
-                spec.gpus_per_job,
-                spec.gpu_hours_per_job,
-                tags,
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
+        for tags, overrides in job_overrides(spec):
+            overrides = [*overrides, *extra_overrides]
+            run_dir = run_dir_for(compose(config_name=spec.recipe, overrides=overrides))
+            jobs.append(
+                Job(str(script), tuple(overrides), run_dir, spec.gpus_per_job, spec.gpu_hours_per_job, tags)
             )
-        )
     return jobs
 
 
