@@ -6,9 +6,10 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUNS ?= results/runs
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test lint bench
+.PHONY: setup test lint bench tables figures
 
 setup: $(STAMP)
 
@@ -29,3 +30,12 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_optim.py
+
+# Paper tables and figures (every spec of suite "paper" in configs/report/) from whatever results
+# exist under $(RUNS); written under results/paper/. Cells without a result read "—".
+tables: $(STAMP)
+	$(BIN)/alphaadam collect --runs $(RUNS)
+	$(BIN)/alphaadam tables --runs $(RUNS) --out results/paper
+
+figures: $(STAMP)
+	$(BIN)/alphaadam figures --runs $(RUNS) --out results/paper

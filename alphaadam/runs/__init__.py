@@ -1,6 +1,6 @@
 """Run directories: resolved config, metrics log, result record and checkpoint of one training run."""
 
-from alphaadam.runs.files import read_json, save_torch, write_json, write_text
+from alphaadam.runs.files import read_json, save_torch, write_bytes, write_json, write_text
 from alphaadam.runs.metrics import METRICS_FILE, MetricsLog
 from alphaadam.runs.result import (
     FINAL_STATUSES,
@@ -27,6 +27,7 @@ __all__ = [
     "read_result",
     "run_dir_for",
     "save_torch",
+    "write_bytes",
     "write_json",
     "write_result",
     "write_text",

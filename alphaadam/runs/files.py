@@ -25,8 +25,12 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data))
+
+
 def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda f: f.write(text.encode()))
+    write_bytes(path, text.encode())
 
 
 def write_json(path: Path, obj) -> None:

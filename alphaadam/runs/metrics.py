@@ -1,4 +1,9 @@
-"""metrics.jsonl: one JSON object per logged step, appended as training goes."""
+"""metrics.jsonl: one JSON object per logged step, appended as training goes.
+
+Keys the report figures read: ``step``, ``time_s`` (wall-clock since start), ``train_loss``,
+``val_loss`` (on eval steps) and, for masked optimizers, ``mask_stats``: a list of
+``{"name", "alpha", "density"}`` per parameter tensor.
+"""
 
 from __future__ import annotations
 

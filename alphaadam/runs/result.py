@@ -16,6 +16,11 @@ Schema (version 1); recipes fill what applies to them:
     git_sha       commit of the code that ran (None outside a git checkout)
     started_at, updated_at   ISO-8601 UTC
     error         one line saying why, for failed / oom / diverged
+
+Reports (alphaadam/report) read these by name: `at_fraction` keys are fractions of total_steps
+written as decimals ("0.2", "1.0"); metric names in `final` / `best` (val_loss, train_loss,
+accuracy, f1, matthews, pearson, spearman, ...) are what configs/report/*.yaml refer to, as
+``metrics.final.<name>``; GLUE/GSM8K scores are fractions in [0, 1] (tables scale them).
 """
 
 from __future__ import annotations

@@ -1,0 +1,40 @@
+"""The ``alphaadam`` command.
+
+Each group of subcommands lives in its own module that exposes ``register(subparsers)``: it adds its
+parsers and sets ``handler`` (a function of the parsed arguments returning an exit code) on each.
+To add a group, append its module to ``COMMAND_GROUPS``. Groups import heavy libraries only inside
+their handlers, so ``alphaadam --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from alphaadam.report.errors import ReportError
+
+COMMAND_GROUPS = ("alphaadam.report.cli",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alphaadam", description="AlphaAdam harness: sweeps, run results, paper tables and figures."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMAND_GROUPS:
+        importlib.import_module(module).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except ReportError as exc:
+        print(f"alphaadam {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

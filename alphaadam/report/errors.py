@@ -1,0 +1,21 @@
+"""Errors the report commands print as one line (naming the file at fault) instead of a traceback."""
+
+
+class ReportError(Exception):
+    """Base class: a bad input file (result, metrics log, spec, reference) or an unusable request."""
+
+
+class ResultFileError(ReportError):
+    """A result.json that is not valid JSON or does not follow the result schema."""
+
+
+class MetricsFileError(ReportError):
+    """A metrics.jsonl line that is not a JSON object."""
+
+
+class SpecError(ReportError):
+    """A report spec with unknown, missing or ill-typed keys."""
+
+
+class ReferenceFileError(ReportError):
+    """A published-numbers block that is missing or not shaped like a table."""

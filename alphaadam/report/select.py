@@ -1,0 +1,210 @@
+"""Which runs fill a table cell: filter, group into configurations, pick one, aggregate over seeds.
+
+A *configuration* is a run's identity without its seed field; runs of one configuration are the
+seeds that are averaged. Rule ``best_mean_over_seeds`` (the only one so far): among the
+configurations of a row x column that have at least one completed run with a finite value of the
+selection metric, take the one with the best mean of it over those runs; ties go to the one with more
+seeds, then to the smaller value of the swept field (``selection.over``, the learning rate).
+Runs that are ``running`` or ``failed`` are not results and are ignored; ``diverged`` and ``oom``
+runs are counted, so that a cell whose runs all diverged (or ran out of memory) says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from alphaadam.report.spec import Column, Filter, Row, Spec
+
+OUTCOMES = ("completed", "diverged", "oom")
+
+
+@dataclass
+class Cell:
+    """``status``: "ok" (mean is set), "div", "oom", "div/oom" (no completed run) or "none"."""
+
+    status: str
+    mean: float | None = None
+    std: float | None = None
+    n: int = 0
+    lost: dict[str, int] = field(default_factory=dict)  # selected configuration's diverged/oom seeds
+    config: dict = field(default_factory=dict)  # identity of the selected configuration, minus seed
+    over: object = None  # its value of selection.over (the learning rate)
+    select_mean: float | None = None
+    runs: list[str] = field(default_factory=list)  # run_dir of its completed seeds
+
+
+def plain(value):
+    """numpy scalars -> Python; NaN -> None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _as_float(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def same_value(a, b) -> bool:
+    """Equality across YAML/JSON spellings: 3e-5 == "3e-5" == 3.0e-05, "8" == 8, True == True."""
+    a, b = plain(a), plain(b)
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a == b
+    fa, fb = _as_float(a), _as_float(b)
+    if fa is not None and fb is not None:
+        return math.isclose(fa, fb, rel_tol=1e-9, abs_tol=0.0)
+    return str(a) == str(b)
+
+
+def _mask(df: pd.DataFrame, column: str, accepted: tuple) -> pd.Series:
+    if column not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df[column].map(lambda v: any(same_value(v, want) for want in accepted)).astype(bool)
+
+
+def apply_filter(df: pd.DataFrame, where: Filter, prefix: str = "identity.") -> pd.DataFrame:
+    keep = pd.Series(True, index=df.index)
+    for name, accepted in where.items():
+        keep &= _mask(df, f"{prefix}{name}", accepted)
+    return df[keep]
+
+
+def spec_runs(df: pd.DataFrame, spec: Spec) -> pd.DataFrame:
+    """The runs a spec is about (recipe, experiment, identity filters)."""
+    keep = pd.Series(True, index=df.index)
+    if spec.runs.recipe:
+        keep &= _mask(df, "recipe", spec.runs.recipe)
+    if spec.runs.experiment:
+        keep &= _mask(df, "experiment", spec.runs.experiment)
+    return apply_filter(df[keep], spec.runs.identity)
+
+
+def resolve_rows(df: pd.DataFrame, spec: Spec) -> list[Row]:
+    """The spec's rows, or one per value of ``rows.key`` in its runs (sorted) when it lists none."""
+    if spec.rows is not None:
+        return list(spec.rows)
+    column = f"identity.{spec.row_key}"
+    runs = spec_runs(df, spec)
+    if column not in runs.columns:
+        return []
+    values = sorted({plain(v) for v in runs[column] if plain(v) is not None}, key=str)
+    return [Row(label=str(v), where={spec.row_key: (v,)}) for v in values]
+
+
+def numeric(df: pd.DataFrame, column: str) -> pd.Series:
+    if column not in df.columns:
+        return pd.Series(np.nan, index=df.index, dtype=float)
+    return pd.to_numeric(df[column], errors="coerce").astype(float)
+
+
+def config_keys(df: pd.DataFrame, seed_field: str) -> pd.Series:
+    """A JSON text per run: its identity fields except the seed (missing fields left out)."""
+    fields = [c for c in df.columns if c.startswith("identity.") and c != f"identity.{seed_field}"]
+
+    def key(row) -> str:
+        ident = {c[len("identity.") :]: plain(row[c]) for c in fields}
+        return json.dumps({k: v for k, v in ident.items() if v is not None}, sort_keys=True, default=str)
+
+    if df.empty:
+        return pd.Series([], index=df.index, dtype=object)
+    return df.apply(key, axis=1)
+
+
+def configurations(runs: pd.DataFrame, spec: Spec, metric: str) -> pd.DataFrame:
+    """Per configuration of ``runs``: mean/std/n of ``metric`` over its completed seeds, lost seeds.
+
+    Columns: config (JSON text), over, mean, std, n, n_div, n_oom, n_completed, runs (run_dir list).
+    """
+    runs = runs[runs["status"].isin(OUTCOMES)] if len(runs) else runs
+    cols = ["config", "over", "mean", "std", "n", "n_div", "n_oom", "n_completed", "runs"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    values = numeric(runs, metric)
+    keys = config_keys(runs, spec.selection.seed)
+    over_col = f"identity.{spec.selection.over}"
+    records = []
+    for key, group in runs.groupby(keys, sort=True):
+        completed = group["status"] == "completed"
+        vals = values[group.index]
+        ok = completed & np.isfinite(vals)
+        good = vals[ok]
+        records.append(
+            {
+                "config": key,
+                "over": plain(group[over_col].iloc[0]) if over_col in group.columns else None,
+                "mean": float(good.mean()) if len(good) else math.nan,
+                "std": float(good.std(ddof=1)) if len(good) > 1 else math.nan,
+                "n": int(len(good)),
+                "n_div": int((group["status"] == "diverged").sum()),
+                "n_oom": int((group["status"] == "oom").sum()),
+                "n_completed": int(completed.sum()),
+                "runs": [str(r) for r in group.loc[ok, "run_dir"]],
+            }
+        )
+    return pd.DataFrame.from_records(records, columns=cols)
+
+
+def _pick(configs: pd.DataFrame, higher_is_better: bool) -> pd.Series | None:
+    eligible = configs[configs["n"] > 0]
+    if eligible.empty:
+        return None
+    over = eligible["over"].map(lambda v: _as_float(v) if _as_float(v) is not None else math.inf)
+    score = (-eligible["mean"] if higher_is_better else eligible["mean"]).round(12)  # float noise is a tie
+    order = pd.DataFrame(
+        {"score": score, "seeds": -eligible["n"], "over": over, "config": eligible["config"]}
+    )
+    best = order.sort_values(["score", "seeds", "over", "config"], kind="stable").index[0]
+    return eligible.loc[best]
+
+
+def select_cell(runs: pd.DataFrame, spec: Spec, row: Row, column: Column) -> Cell:
+    """The cell of ``row`` x ``column`` from the spec's runs (see the module docstring)."""
+    cell_runs = apply_filter(apply_filter(runs, row.where), column.where)
+    configs = configurations(cell_runs, spec, column.select_metric)
+    if configs.empty:
+        return Cell("none")
+    chosen = _pick(configs, column.select_higher_is_better)
+    if chosen is None:
+        n_div, n_oom = int(configs["n_div"].sum()), int(configs["n_oom"].sum())
+        if configs["n_completed"].sum() or not (n_div or n_oom):
+            return Cell("none")
+        return Cell("div/oom" if n_div and n_oom else "div" if n_div else "oom")
+    chosen_runs = cell_runs[cell_runs["run_dir"].astype(str).isin(chosen["runs"])]
+    values = numeric(chosen_runs, column.metric)
+    values = values[np.isfinite(values)]
+    lost = {k: int(chosen[f"n_{k}"]) for k in ("div", "oom") if chosen[f"n_{k}"]}
+    config = json.loads(chosen["config"])
+    if values.empty:
+        return Cell("none", lost=lost, config=config, over=chosen["over"], runs=list(chosen["runs"]))
+    return Cell(
+        "ok",
+        mean=float(values.mean()),
+        std=float(values.std(ddof=1)) if len(values) > 1 else None,
+        n=int(len(values)),
+        lost=lost,
+        config=config,
+        over=chosen["over"],
+        select_mean=float(chosen["mean"]),
+        runs=list(chosen["runs"]),
+    )
+
+
+def select_cells(df: pd.DataFrame, spec: Spec) -> tuple[list[Row], dict[tuple[str, str], Cell]]:
+    """Rows and {(row label, column label): Cell} for every row x column of the spec."""
+    runs = spec_runs(df, spec)
+    rows = resolve_rows(df, spec)
+    cells = {(r.label, c.label): select_cell(runs, spec, r, c) for r in rows for c in spec.columns}
+    return rows, cells
