@@ -12,14 +12,14 @@ import argparse
 import importlib
 import sys
 
-from alphaadam.report.errors import ReportError
+from alphaadam.errors import UserError
 
-COMMAND_GROUPS = ("alphaadam.report.cli",)
+COMMAND_GROUPS = ("alphaadam.sweep.cli", "alphaadam.report.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="alphaadam", description="AlphaAdam harness: sweeps, run results, paper tables and figures."
+        prog="alphaadam", description="AlphaAdam harness: sweeps, run status, paper tables and figures."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMAND_GROUPS:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except ReportError as exc:
+    except UserError as exc:
         print(f"alphaadam {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

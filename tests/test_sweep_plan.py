@@ -1,9 +1,9 @@
 """The sweep planner: per-optimizer grids, tasks, seeds, overrides, run directories and statuses."""
 
 import json
-import textwrap
 
 import pytest
+from sweep_tree import make_tree
 
 from alphaadam.runs.lock import RunLock
 from alphaadam.sweep.plan import plan, select, summary
@@ -12,50 +12,7 @@ from alphaadam.sweep.spec import load_spec
 
 @pytest.fixture
 def tree(tmp_path):
-    """A toy recipe config tree shaped like the real ones."""
-    configs = tmp_path / "configs"
-    files = {
-        "toy.yaml": """
-            defaults:
-              - optimizer: adamw
-              - task: null
-              - _self_
-              - experiment: null
-            experiment: default
-            seed: 0
-            steps: 10
-            log_every: 1
-            run:
-              root: RUNROOT
-              label: ${optimizer.name}-lr${optimizer.lr}-s${seed}
-              exclude: [log_every]
-              dir: null
-            """,
-        "optimizer/adamw.yaml": "name: adamw\nlr: 1.0e-3\n",
-        "optimizer/alphaadam.yaml": "name: alphaadam\nlr: 1.0e-3\n",
-        "task/rte.yaml": "name: rte\n",
-        "task/mrpc.yaml": "name: mrpc\n",
-        "experiment/study.yaml": "# @package _global_\nexperiment: study\nsteps: 50\n",
-        "sweep/study.yaml": """
-            recipe: toy
-            experiment: study
-            optimizers: [adamw, alphaadam]
-            lr:
-              default: [1.0e-4, 3.0e-4]
-              alphaadam: [1.0e-3, 2.0e-3, 3.0e-3]
-            tasks: [rte, mrpc]
-            seeds: [0, 1]
-            gpus_per_job: 1
-            gpu_hours_per_job: 0.5
-            """,
-    }
-    for name, text in files.items():
-        path = configs / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).replace("RUNROOT", str(tmp_path / "runs")))
-    (tmp_path / "recipes").mkdir()
-    (tmp_path / "recipes" / "toy.py").write_text("")
-    return tmp_path
+    return make_tree(tmp_path)
 
 
 def jobs_of(tree, **updates):

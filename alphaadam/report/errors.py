@@ -1,7 +1,9 @@
 """Errors the report commands print as one line (naming the file at fault) instead of a traceback."""
 
+from alphaadam.errors import UserError
 
-class ReportError(Exception):
+
+class ReportError(UserError):
     """Base class: a bad input file (result, metrics log, spec, reference) or an unusable request."""
 
 

@@ -1,0 +1,55 @@
+"""Run jobs inside the sweep's own process: no interpreter start-up or import cost per job.
+
+For CPU studies of many short runs (``make demo``). Each job is composed exactly as its recipe
+composes it and handed to the recipe's ``train(cfg)``; its output goes to ``<run_dir>/launcher.log``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import traceback
+from collections.abc import Sequence
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from alphaadam.errors import UserError
+from alphaadam.sweep.job import Job
+from alphaadam.sweep.local import LOG_FILE, final_status
+from alphaadam.sweep.progress import SweepProgress
+
+
+def load_recipe(script: Path):
+    spec = importlib.util.spec_from_file_location(f"alphaadam_recipe_{Path(script).stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "train", None)):
+        raise UserError(f"{script} has no train(cfg) function, so it cannot run with launcher=inline")
+    return module
+
+
+def run_inline(
+    jobs: Sequence[Job], config_dir: Path, recipe: str, progress: SweepProgress | None = None
+) -> dict[str, str]:
+    progress = progress or SweepProgress(len(jobs))
+    statuses = {}
+    if not jobs:
+        return statuses
+    module = load_recipe(Path(jobs[0].script))
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
+        for job in jobs:
+            progress.started(job.name)
+            cfg = compose(config_name=recipe, overrides=list(job.overrides))
+            job.run_dir.mkdir(parents=True, exist_ok=True)
+            code = 0
+            with open(job.run_dir / LOG_FILE, "a") as log, redirect_stdout(log), redirect_stderr(log):
+                try:
+                    module.train(cfg)
+                except Exception:  # the recipe has recorded the failure; the sweep goes on
+                    traceback.print_exc()
+                    code = 1
+            statuses[job.name] = final_status(job, code)
+            progress.finished(job.name, statuses[job.name])
+    progress.close()
+    return statuses
