@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from alphaadam.optim.adam8bit import build_adam8bit
+from alphaadam.optim.adam_mini import build_adam_mini
 from alphaadam.optim.alphaadam import AlphaAdam, CAdamW
 from alphaadam.optim.alphasgd import AlphaSGD
+from alphaadam.optim.galore import build_galore
+from alphaadam.optim.ldadam import build_ldadam
+from alphaadam.optim.microadam import build_microadam
 from alphaadam.optim.param_groups import NamedParameters
 from alphaadam.optim.registry import register, register_class
 
@@ -79,3 +84,36 @@ register_class(
     source="in-project",
     paper=PAPER,
 )
+
+# Baselines of the paper's Tables 1-2 (issue #6). Heavy packages (galore_torch, bitsandbytes) are
+# imported inside the builders, so that `import alphaadam.optim` stays light.
+register(
+    "galore",
+    summary="GaLore: AdamW in a low-rank gradient subspace refreshed by SVD every T steps",
+    source="galore-torch 1.0 (PyPI)",
+    paper="Zhao et al. 2024, arXiv 2403.03507",
+)(build_galore)
+register(
+    "ldadam",
+    summary="LDAdam: low-rank Adam, per-step power-iteration subspace, generalised error feedback",
+    source="in-project",
+    paper="Robert et al. 2024, arXiv 2410.16103",
+)(build_ldadam)
+register(
+    "adam_mini",
+    summary="Adam-mini: one second-moment value per block (head, row, tensor)",
+    source="in-project",
+    paper="Zhang et al. 2024, arXiv 2406.16793",
+)(build_adam_mini)
+register(
+    "adam8bit",
+    summary="Adam-8bit: AdamW with block-wise 8-bit moments",
+    source="bitsandbytes (PyPI)",
+    paper="Dettmers et al. 2022, arXiv 2110.02861",
+)(build_adam8bit)
+register(
+    "microadam",
+    summary="MicroAdam: Adam over a window of top-k sparse gradients, 4-bit error feedback",
+    source="in-project",
+    paper="Modoranu et al. 2024, arXiv 2405.15593",
+)(build_microadam)

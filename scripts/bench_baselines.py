@@ -1,0 +1,282 @@
+"""Step time and optimizer-state bytes per parameter of the baselines, on GPT-2-small-shaped tensors.
+
+    python scripts/bench_baselines.py               # GPT-2 124M shapes (nanoGPT names); 10-20 min, 2 cores
+    python scripts/bench_baselines.py --scale 0.25  # a quick run on a narrower, shallower model
+
+Every optimizer is built with ``build_optimizer(model, name, **settings)`` where the settings are
+``configs/optimizer/<name>.yaml`` (the paper's, minus ``name``), and timed against
+``torch.optim.AdamW(fused=True)`` in the same process, interleaved round by round so that machine
+noise hits all of them alike. A step is timed alone: the gradients are restored (untimed) before
+each one. Reported: the median (and minimum) wall-clock step time and the median process CPU time,
+their ratios to fused AdamW, and the bytes of every tensor in ``optimizer.state`` (quantised ones
+included, shared tensors counted once) per model parameter. GaLore recomputes its SVD only every
+``update_proj_gap`` steps; its row adds the timed cost of a refresh step, amortised over the gap.
+LDAdam keeps its error buffers in ``p.grad``, which ``optimizer.zero_grad()`` does not free: those
+bytes are reported separately (``kept_grad_bytes``).
+
+The functions (``gpt2_shapes``, ``shaped_model``, ``time_steps``, ``state_bytes``) are meant to be
+reused by ``scripts/bench_optim.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from alphaadam.optim import build_optimizer  # noqa: E402
+
+BASELINES = ("galore", "ldadam", "adam_mini", "adam8bit", "microadam")
+REFERENCE = "adamw_fused"
+
+
+def gpt2_shapes(scale: float = 1.0) -> tuple[list[tuple[str, tuple[int, ...]]], SimpleNamespace]:
+    """(name, shape) of nanoGPT's GPT-2 124M parameters (lm_head tied to wte), and its config.
+
+    ``scale`` < 1 shrinks width, depth, vocabulary and context proportionally (12 heads kept).
+    """
+    n_head = 12
+    n_embd = max(n_head, n_head * round(64 * scale))
+    n_layer = max(1, round(12 * scale))
+    vocab = max(64, round(50304 * scale))
+    block = max(16, round(1024 * scale))
+    shapes = [("transformer.wte.weight", (vocab, n_embd)), ("transformer.wpe.weight", (block, n_embd))]
+    for i in range(n_layer):
+        h = f"transformer.h.{i}"
+        shapes += [
+            (f"{h}.ln_1.weight", (n_embd,)),
+            (f"{h}.ln_1.bias", (n_embd,)),
+            (f"{h}.attn.c_attn.weight", (3 * n_embd, n_embd)),
+            (f"{h}.attn.c_attn.bias", (3 * n_embd,)),
+            (f"{h}.attn.c_proj.weight", (n_embd, n_embd)),
+            (f"{h}.attn.c_proj.bias", (n_embd,)),
+            (f"{h}.ln_2.weight", (n_embd,)),
+            (f"{h}.ln_2.bias", (n_embd,)),
+            (f"{h}.mlp.c_fc.weight", (4 * n_embd, n_embd)),
+            (f"{h}.mlp.c_fc.bias", (4 * n_embd,)),
+            (f"{h}.mlp.c_proj.weight", (n_embd, 4 * n_embd)),
+            (f"{h}.mlp.c_proj.bias", (n_embd,)),
+        ]
+    shapes += [("transformer.ln_f.weight", (n_embd,)), ("transformer.ln_f.bias", (n_embd,))]
+    config = SimpleNamespace(
+        n_head=n_head, n_embd=n_embd, n_layer=n_layer, vocab_size=vocab, block_size=block
+    )
+    return shapes, config
+
+
+def shaped_model(shapes, config=None, dtype=torch.float32, seed: int = 0) -> nn.Module:
+    """An ``nn.Module`` whose ``named_parameters()`` are exactly ``shapes`` (random values, no forward)."""
+    gen = torch.Generator().manual_seed(seed)
+    root = nn.Module()
+    for name, shape in shapes:
+        *path, leaf = name.split(".")
+        module = root
+        for part in path:
+            if not hasattr(module, part):
+                module.add_module(part, nn.Module())
+            module = getattr(module, part)
+        value = torch.randn(shape, generator=gen) * 0.02 if len(shape) > 1 else torch.ones(shape)
+        module.register_parameter(leaf, nn.Parameter(value.to(dtype)))
+    if config is not None:
+        root.config = config
+    return root
+
+
+def make_grads(model: nn.Module, seed: int = 1) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(p.shape, generator=gen).mul_(1e-3).to(p.dtype) for p in model.parameters()]
+
+
+def restore_grads(model: nn.Module, grads: list[torch.Tensor]) -> None:
+    for p, g in zip(model.parameters(), grads, strict=True):
+        if p.grad is None:
+            p.grad = g.clone()
+        else:
+            p.grad.copy_(g)  # in place: LDAdam's buffer object stays the same
+
+
+def time_steps(
+    optimizer, model: nn.Module, grads: list[torch.Tensor], steps: int
+) -> list[tuple[float, float]]:
+    """(wall, process CPU) seconds of each of ``steps`` calls of ``optimizer.step()``.
+
+    The gradients are restored (untimed) before each call. The CPU time sums this process's
+    threads; on a machine shared with other jobs it is less disturbed than the wall time.
+    """
+    times = []
+    for _ in range(steps):
+        restore_grads(model, grads)
+        wall, cpu = time.perf_counter(), time.process_time()
+        optimizer.step()
+        times.append((time.perf_counter() - wall, time.process_time() - cpu))
+    return times
+
+
+def _tensors(value):
+    if torch.is_tensor(value):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+    elif hasattr(value, "ortho_matrix"):  # galore-torch's projector object
+        yield from _tensors(value.ortho_matrix)
+
+
+def state_bytes(optimizer) -> int:
+    """Bytes of all tensors in ``optimizer.state``; a tensor shared by several entries counts once."""
+    seen, total = set(), 0
+    for state in optimizer.state.values():
+        for t in _tensors(state):
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel(), t.dtype)
+            if key not in seen:
+                seen.add(key)
+                total += t.numel() * t.element_size()
+    return total
+
+
+def kept_grad_bytes(optimizer, model: nn.Module, grads: list[torch.Tensor]) -> int:
+    """Bytes of gradients that ``optimizer.zero_grad()`` leaves allocated (LDAdam's error buffers)."""
+    restore_grads(model, grads)
+    optimizer.zero_grad()
+    return sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
+
+
+def load_settings(name: str) -> dict:
+    import yaml
+
+    path = ROOT / "configs" / "optimizer" / f"{name}.yaml"
+    settings = yaml.safe_load(path.read_text()) if path.exists() else {}
+    settings.pop("name", None)
+    settings.pop("lr", None)  # the benchmark sets its own
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+
+
+def build(name: str, model: nn.Module, settings: dict):
+    if name == REFERENCE:
+        return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    return build_optimizer(model, name, lr=1e-4, **settings)
+
+
+def _galore_refresh_times(optimizer, model, grads, steps: int) -> list[float]:
+    """Step times with every GaLore projector forced to recompute its SVD."""
+    projectors = [s["projector"] for s in optimizer.state.values() if "projector" in s]
+    gaps = [p.update_proj_gap for p in projectors]
+    for p in projectors:
+        p.update_proj_gap = 1
+    try:
+        return time_steps(optimizer, model, grads, steps)
+    finally:
+        for p, gap in zip(projectors, gaps, strict=True):
+            p.update_proj_gap = gap
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="shrink the model (1.0 = GPT-2 124M)")
+    parser.add_argument("--names", nargs="*", default=list(BASELINES))
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per optimizer and round")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "baselines_step.json")
+    args = parser.parse_args(argv)
+
+    shapes, config = gpt2_shapes(args.scale)
+    model = shaped_model(shapes, config)
+    n_params = sum(p.numel() for p in model.parameters())
+    grads = make_grads(model)
+    names = [REFERENCE, *args.names]
+    settings = {n: ({} if n == REFERENCE else load_settings(n)) for n in names}
+    print(
+        f"{n_params / 1e6:.1f}M parameters ({len(shapes)} tensors), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+
+    optimizers, times, refresh = {}, {n: [] for n in names}, {}
+    for name in names:  # all share the model's parameters; each keeps its own state
+        optimizers[name] = build(name, model, settings[name])
+        time_steps(optimizers[name], model, grads, args.warmup)
+    for _ in range(args.rounds):
+        for name in names:
+            times[name] += time_steps(optimizers[name], model, grads, args.steps)
+    if "galore" in names:
+        refresh["galore"] = _galore_refresh_times(optimizers["galore"], model, grads, max(3, args.steps))
+
+    rows = {}
+    for name in names:
+        wall = [w for w, _ in times[name]]
+        cpu = [c for _, c in times[name]]
+        summary = {"median": statistics.median(wall), "min": min(wall), "cpu_median": statistics.median(cpu)}
+        if name in refresh:  # amortise GaLore's SVD refresh over its gap
+            gap = settings[name].get("update_proj_gap", 200)
+            summary["refresh_median"] = statistics.median(w for w, _ in refresh[name])
+            summary["refresh_cpu_median"] = statistics.median(c for _, c in refresh[name])
+            summary["median"] += (summary["refresh_median"] - summary["median"]) / gap
+            summary["min"] += (min(w for w, _ in refresh[name]) - summary["min"]) / gap
+            summary["cpu_median"] += (summary["refresh_cpu_median"] - summary["cpu_median"]) / gap
+        rows[name] = {
+            "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings[name].items()},
+            "step_s": summary,
+            "step_s_samples": wall,
+            "step_cpu_s_samples": cpu,
+            "state_bytes": state_bytes(optimizers[name]),
+            "kept_grad_bytes": kept_grad_bytes(optimizers[name], model, grads),
+        }
+    base = rows[REFERENCE]["step_s"]
+    for row in rows.values():
+        row["step_time_vs_fused_adamw"] = {
+            k: row["step_s"][k] / base[k] for k in ("median", "min", "cpu_median")
+        }
+        row["state_bytes_per_param"] = row["state_bytes"] / n_params
+        row["kept_grad_bytes_per_param"] = row["kept_grad_bytes"] / n_params
+
+    result = {
+        "model": {
+            "shapes": "nanoGPT GPT-2 124M" if args.scale == 1.0 else f"GPT-2 124M x {args.scale}",
+            "parameters": n_params,
+            **vars(config),
+        },
+        "dtype": "float32",
+        "device": "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "rounds": args.rounds,
+        "steps_per_round": args.steps,
+        "reference": "torch.optim.AdamW(fused=True)",
+        "optimizers": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+    print(
+        f"{'':<12} {'step s':>8} {'x fused AdamW: median':>22} {'min':>7} {'cpu':>7} {'state B/param':>14}"
+        f" {'kept grad B/param':>18}"
+    )
+    for name, row in rows.items():
+        ratio = row["step_time_vs_fused_adamw"]
+        print(
+            f"{name:<12} {row['step_s']['median']:>8.3f} {ratio['median']:>22.2f} {ratio['min']:>7.2f} "
+            f"{ratio['cpu_median']:>7.2f} {row['state_bytes_per_param']:>14.3f} "
+            f"{row['kept_grad_bytes_per_param']:>18.3f}"
+        )
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
