@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from alphaadam.optim.common import check_betas, check_positive_int
 from alphaadam.optim.param_groups import NamedParameters
-from alphaadam.optim.state_io import check_betas, check_positive_int
 
 
 def build_adam8bit(

@@ -31,15 +31,15 @@ import math
 import torch
 
 from alphaadam.optim.base import state_dtype
-from alphaadam.optim.families import BLOCK_KINDS, adam_mini_blocks, attention_head_dim
-from alphaadam.optim.param_groups import NamedParameters
-from alphaadam.optim.state_io import (
+from alphaadam.optim.common import (
     KeepsStateDtypes,
     check_adam_group,
     check_positive_int,
     param_name,
     params_with_grad,
 )
+from alphaadam.optim.families import BLOCK_KINDS, adam_mini_blocks, attention_head_dim
+from alphaadam.optim.param_groups import NamedParameters
 
 
 def block_segments(kind: str, rows: int, head_dim: int | None) -> list[tuple[int, int, int]]:

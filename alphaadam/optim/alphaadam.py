@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from alphaadam.optim import kernels
-from alphaadam.optim.base import MaskedOptimizer, check_number, state_dtype
+from alphaadam.optim.base import MaskedOptimizer, state_dtype
+from alphaadam.optim.common import check_betas, check_number, params_with_grad
 from alphaadam.optim.masking import (
     agreement,
     apply_masked_update,
@@ -127,11 +128,7 @@ class AlphaAdam(MaskedOptimizer):
     def _validate_group(self, group: dict) -> None:
         super()._validate_group(group)
         check_number("eps", group["eps"])
-        betas = group["betas"]
-        if len(betas) != 2:
-            raise ValueError(f"betas={betas!r} must be a pair")
-        for i, beta in enumerate(betas):
-            check_number(f"betas[{i}]", beta, 0.0, 1.0, high_open=True)
+        check_betas(group["betas"])
 
     def _init_state(self, p: torch.Tensor, state: dict) -> None:
         dtype = state_dtype(p)
@@ -146,7 +143,7 @@ class AlphaAdam(MaskedOptimizer):
             with torch.enable_grad():
                 loss = closure()
         scalars, maybe_empty = {}, []
-        for group, p in self._params_with_grad():
+        for group, _, p in params_with_grad(self):
             state = self.state[p]
             if not state:
                 self._init_state(p, state)

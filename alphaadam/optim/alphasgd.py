@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from alphaadam.optim import kernels
-from alphaadam.optim.base import MaskedOptimizer, check_number
+from alphaadam.optim.base import MaskedOptimizer
+from alphaadam.optim.common import check_number, params_with_grad
 from alphaadam.optim.masking import (
     agreement,
     apply_update,
@@ -158,7 +159,7 @@ class AlphaSGD(MaskedOptimizer):
             with torch.enable_grad():
                 loss = closure()
         scalars = {}
-        for group, p in self._params_with_grad():
+        for group, _, p in params_with_grad(self):
             state = self.state[p]
             has_momentum = group["momentum"] != 0
             first = "momentum_buffer" not in state

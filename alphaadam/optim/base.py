@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from alphaadam.optim import kernels
+from alphaadam.optim.common import KeepsStateDtypes, check_number
 from alphaadam.optim.masking import validate_mask_options
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -25,20 +24,12 @@ class MaskStat:
     density: float
 
 
-def check_number(name: str, value, low: float = 0.0, high: float = math.inf, *, high_open=False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value
-    ok = ok and (value < high if high_open else value <= high)
-    if not ok:
-        bound = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
-        raise ValueError(f"{name}={value!r} must be a number in {bound}")
-
-
 def state_dtype(param: torch.Tensor) -> torch.dtype:
     """Optimizer state is fp32 for bf16/fp16 parameters (moments lose too much in 8 mantissa bits)."""
     return torch.float32 if param.dtype in LOW_PRECISION else param.dtype
 
 
-class MaskedOptimizer(torch.optim.Optimizer):
+class MaskedOptimizer(KeepsStateDtypes, torch.optim.Optimizer):
     """Base class of the optimizers built on :mod:`alphaadam.optim.masking`.
 
     Subclasses list the keys of their per-step statistics in ``_stat_keys`` (stored per parameter in
@@ -68,18 +59,6 @@ class MaskedOptimizer(torch.optim.Optimizer):
             if not p.is_floating_point():
                 raise ValueError(f"{type(self).__name__} needs floating-point parameters, got {p.dtype}")
 
-    def _params_with_grad(self) -> Iterator[tuple[dict, torch.Tensor]]:
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(
-                        f"{type(self).__name__} does not support sparse gradients; "
-                        "build embeddings with sparse=False"
-                    )
-                yield group, p
-
     @staticmethod
     def _scalars(
         values: dict[str, float], dtype: torch.dtype, device: torch.device
@@ -103,16 +82,3 @@ class MaskedOptimizer(torch.optim.Optimizer):
             return []
         table = torch.stack([v.to(values[0].device) for v in values]).cpu().tolist()
         return [MaskStat(g, i, n, a, d) for (g, i, n), (a, d) in zip(records, table, strict=True)]
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        # torch casts floating-point state to the parameter's dtype on load; keep fp32 moments of
-        # bf16/fp16 parameters in fp32 instead.
-        saved = state_dict["state"]
-        super().load_state_dict(state_dict)
-        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        params = [p for g in self.param_groups for p in g["params"]]
-        for idx, p in zip(saved_ids, params, strict=True):
-            if p.dtype in LOW_PRECISION and idx in saved:
-                for key, value in saved[idx].items():
-                    if torch.is_tensor(value) and value.dtype == torch.float32 and value.dim() > 0:
-                        self.state[p][key] = value.to(device=p.device)

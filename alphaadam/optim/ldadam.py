@@ -25,16 +25,17 @@ import weakref
 
 import torch
 
-from alphaadam.optim.base import check_number, state_dtype
-from alphaadam.optim.families import lowrank_param_groups, lowrank_targets
-from alphaadam.optim.param_groups import NamedParameters
-from alphaadam.optim.state_io import (
+from alphaadam.optim.base import state_dtype
+from alphaadam.optim.common import (
     KeepsStateDtypes,
     check_adam_group,
+    check_number,
     check_positive_int,
     param_name,
     params_with_grad,
 )
+from alphaadam.optim.families import lowrank_param_groups, lowrank_targets
+from alphaadam.optim.param_groups import NamedParameters
 
 PROJ_TYPES = ("std", "reverse_std", "left", "right")
 PROJ_METHODS = ("power_iteration", "svd")

@@ -43,15 +43,16 @@ import math
 
 import torch
 
-from alphaadam.optim.base import check_number, state_dtype
-from alphaadam.optim.quant4 import dequantize_4bit, quantize_4bit, quantized_bytes
-from alphaadam.optim.state_io import (
+from alphaadam.optim.base import state_dtype
+from alphaadam.optim.common import (
     KeepsStateDtypes,
     check_adam_group,
+    check_number,
     check_positive_int,
     param_name,
     params_with_grad,
 )
+from alphaadam.optim.quant4 import dequantize_4bit, quantize_4bit, quantized_bytes
 
 MAX_TOPK_BLOCK = 32768  # block-local offsets are stored as int16
 

@@ -1,12 +1,19 @@
-"""Pieces the in-project baseline optimizers share: argument checks and state_dict loading."""
+"""Pieces every optimizer class here shares: argument checks, gradient iteration, state loading."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
 
-from alphaadam.optim.base import check_number
+
+def check_number(name: str, value, low: float = 0.0, high: float = math.inf, *, high_open=False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value
+    ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        bound = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
+        raise ValueError(f"{name}={value!r} must be a number in {bound}")
 
 
 class KeepsStateDtypes:
@@ -15,7 +22,9 @@ class KeepsStateDtypes:
     ``torch.optim.Optimizer.load_state_dict`` casts *every* tensor in the state to the parameter's
     floating dtype: fp32 moments of bf16 parameters would become bf16, and integer indices or 4-bit
     codes would become floats. Here each tensor comes back with the dtype it was saved with, on the
-    parameter's device, as a copy (later steps never write into the caller's dictionary).
+    parameter's device, as a copy (later steps never write into the caller's dictionary). Step
+    counters stay where they were saved (on the CPU, as torch keeps them), so reading one never
+    waits for a GPU.
     """
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -26,7 +35,8 @@ class KeepsStateDtypes:
         for idx, p in zip(saved_ids, params, strict=True):
             for key, value in saved.get(idx, {}).items():
                 if torch.is_tensor(value):
-                    self.state[p][key] = value.to(device=p.device, copy=True)
+                    device = value.device if key == "step" else p.device
+                    self.state[p][key] = value.to(device=device, copy=True)
 
 
 def check_betas(betas) -> None:
