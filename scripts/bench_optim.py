@@ -1,11 +1,20 @@
-"""Optimizer step time and state memory on GPT-2-small-shaped parameters.
+"""Optimizer step time and state bytes per parameter on GPT-2-small-shaped tensors.
 
-Each optimizer is timed interleaved with torch's fused AdamW (the fastest AdamW torch offers), in
-the same process and on the same gradients, so the printed ratio is robust to a noisy machine:
+    python scripts/bench_optim.py                    # every optimizer, GPT-2 124M shapes (~15 min, 2 cores)
+    python scripts/bench_optim.py --scale 0.25       # a quick run on a narrower, shallower model
+    python scripts/bench_optim.py --names alphaadam cadamw adamw_foreach --rounds 10
 
-    python scripts/bench_optim.py                       # 124M parameters, CPU
-    python scripts/bench_optim.py --scale 0.25 --steps 10
-    python scripts/bench_optim.py --device cuda
+Every optimizer is built with ``build_optimizer(model, name, **settings)`` where the settings are
+``configs/optimizer/<name>.yaml`` (minus ``name`` and ``lr``), on one shared model, and timed against
+torch's fastest AdamW, ``torch.optim.AdamW(fused=True)``, in the same process, interleaved round by
+round so that machine noise hits all of them alike. A step is timed alone: the gradients are
+restored (untimed) before each one, since AlphaAdam's step consumes them. Reported: the median (and
+minimum) wall-clock step time and the median process CPU time, their ratios to fused AdamW, the
+untimed warm-up (first steps: torch.compile of AlphaAdam's kernels, state allocation), and the
+bytes of every tensor in ``optimizer.state`` (quantised ones included, shared tensors counted once)
+per model parameter. GaLore recomputes its SVD only every ``update_proj_gap`` steps; its row adds
+the timed cost of a refresh step, amortised over the gap. LDAdam keeps its error buffers in
+``p.grad``, which ``optimizer.zero_grad()`` does not free: those bytes are reported separately.
 
 Writes results/bench/optim_step.json.
 """
@@ -13,167 +22,284 @@ Writes results/bench/optim_step.json.
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import platform
 import statistics
+import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
+from torch import nn
 
-from alphaadam.optim import build_optimizer
-from alphaadam.runs import write_json
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-DEFAULT_OPTIMIZERS = ["alphaadam", "cadamw", "adamw_foreach"]
+from alphaadam.optim import build_optimizer  # noqa: E402
+
+OPTIMIZERS = (
+    "alphaadam",
+    "cadamw",
+    "adamw_foreach",
+    "galore",
+    "ldadam",
+    "adam_mini",
+    "adam8bit",
+    "microadam",
+)
+REFERENCE = "adamw_fused"
 
 
-def gpt2_small_shapes(scale: float = 1.0) -> list[tuple[str, tuple[int, ...]]]:
-    """nanoGPT's GPT-2 124M parameter names and shapes; ``scale`` shrinks width and vocabulary."""
-    d, vocab, block = round(768 * scale), round(50304 * scale), 1024
-    shapes = [("transformer.wte.weight", (vocab, d)), ("transformer.wpe.weight", (block, d))]
-    for i in range(12):
-        prefix = f"transformer.h.{i}."
+def gpt2_shapes(scale: float = 1.0) -> tuple[list[tuple[str, tuple[int, ...]]], SimpleNamespace]:
+    """(name, shape) of nanoGPT's GPT-2 124M parameters (lm_head tied to wte), and its config.
+
+    ``scale`` < 1 shrinks width, depth, vocabulary and context proportionally (12 heads kept).
+    """
+    n_head = 12
+    n_embd = max(n_head, n_head * round(64 * scale))
+    n_layer = max(1, round(12 * scale))
+    vocab = max(64, round(50304 * scale))
+    block = max(16, round(1024 * scale))
+    shapes = [("transformer.wte.weight", (vocab, n_embd)), ("transformer.wpe.weight", (block, n_embd))]
+    for i in range(n_layer):
+        h = f"transformer.h.{i}"
         shapes += [
-            (prefix + "ln_1.weight", (d,)),
-            (prefix + "ln_1.bias", (d,)),
-            (prefix + "attn.c_attn.weight", (3 * d, d)),
-            (prefix + "attn.c_attn.bias", (3 * d,)),
-            (prefix + "attn.c_proj.weight", (d, d)),
-            (prefix + "attn.c_proj.bias", (d,)),
-            (prefix + "ln_2.weight", (d,)),
-            (prefix + "ln_2.bias", (d,)),
-            (prefix + "mlp.c_fc.weight", (4 * d, d)),
-            (prefix + "mlp.c_fc.bias", (4 * d,)),
-            (prefix + "mlp.c_proj.weight", (d, 4 * d)),
-            (prefix + "mlp.c_proj.bias", (d,)),
+            (f"{h}.ln_1.weight", (n_embd,)),
+            (f"{h}.ln_1.bias", (n_embd,)),
+            (f"{h}.attn.c_attn.weight", (3 * n_embd, n_embd)),
+            (f"{h}.attn.c_attn.bias", (3 * n_embd,)),
+            (f"{h}.attn.c_proj.weight", (n_embd, n_embd)),
+            (f"{h}.attn.c_proj.bias", (n_embd,)),
+            (f"{h}.ln_2.weight", (n_embd,)),
+            (f"{h}.ln_2.bias", (n_embd,)),
+            (f"{h}.mlp.c_fc.weight", (4 * n_embd, n_embd)),
+            (f"{h}.mlp.c_fc.bias", (4 * n_embd,)),
+            (f"{h}.mlp.c_proj.weight", (n_embd, 4 * n_embd)),
+            (f"{h}.mlp.c_proj.bias", (n_embd,)),
         ]
-    return shapes + [("transformer.ln_f.weight", (d,)), ("transformer.ln_f.bias", (d,))]
+    shapes += [("transformer.ln_f.weight", (n_embd,)), ("transformer.ln_f.bias", (n_embd,))]
+    config = SimpleNamespace(
+        n_head=n_head, n_embd=n_embd, n_layer=n_layer, vocab_size=vocab, block_size=block
+    )
+    return shapes, config
 
 
-def make_parameters(shapes, device, seed=0) -> list[tuple[str, torch.nn.Parameter]]:
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    return [(n, torch.nn.Parameter((0.02 * torch.randn(s, generator=gen)).to(device))) for n, s in shapes]
+def shaped_model(shapes, config=None, dtype=torch.float32, seed: int = 0) -> nn.Module:
+    """An ``nn.Module`` whose ``named_parameters()`` are exactly ``shapes`` (random values, no forward)."""
+    gen = torch.Generator().manual_seed(seed)
+    root = nn.Module()
+    for name, shape in shapes:
+        *path, leaf = name.split(".")
+        module = root
+        for part in path:
+            if not hasattr(module, part):
+                module.add_module(part, nn.Module())
+            module = getattr(module, part)
+        value = torch.randn(shape, generator=gen) * 0.02 if len(shape) > 1 else torch.ones(shape)
+        module.register_parameter(leaf, nn.Parameter(value.to(dtype)))
+    if config is not None:
+        root.config = config
+    return root
 
 
-def make_gradients(named, seed=1) -> list[torch.Tensor]:
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    return [(1e-3 * torch.randn(p.shape, generator=gen)).to(p.device) for _, p in named]
+def make_grads(model: nn.Module, seed: int = 1) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(p.shape, generator=gen).mul_(1e-3).to(p.dtype) for p in model.parameters()]
 
 
-def build(name: str, named, lr: float) -> torch.optim.Optimizer:
-    if name == "adamw_fused":
-        return build_optimizer(named, "adamw", lr=lr, weight_decay=0.1, fused=True)
-    if name == "adamw_foreach":
-        return torch.optim.AdamW([p for _, p in named], lr=lr, weight_decay=0.1, foreach=True)
-    return build_optimizer(named, name, lr=lr, weight_decay=0.1)
+def restore_grads(model: nn.Module, grads: list[torch.Tensor]) -> None:
+    for p, g in zip(model.parameters(), grads, strict=True):
+        if p.grad is None:
+            p.grad = g.clone()
+        else:
+            p.grad.copy_(g)  # in place: LDAdam's buffer object stays the same
 
 
-def state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes of every tensor the optimizer keeps between steps."""
+def time_steps(
+    optimizer, model: nn.Module, grads: list[torch.Tensor], steps: int
+) -> list[tuple[float, float]]:
+    """(wall, process CPU) seconds of each of ``steps`` calls of ``optimizer.step()``.
 
-    def size(value) -> int:
-        if torch.is_tensor(value):
-            return value.numel() * value.element_size()
-        if isinstance(value, dict):
-            return sum(size(v) for v in value.values())
-        if isinstance(value, (list, tuple)):
-            return sum(size(v) for v in value)
-        return 0
-
-    return sum(size(s) for s in optimizer.state.values())
-
-
-def timed_step(optimizer, named, grads, device) -> float:
-    # Gradients are restored untimed before every step: AlphaAdam's step consumes them.
-    for (_, p), g in zip(named, grads, strict=True):
-        p.grad = g.clone() if p.grad is None else p.grad.copy_(g)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def compare(name: str, shapes, grads_seed: int, device, steps: int, warmup: int, lr: float) -> dict:
-    """Time ``name`` against fused AdamW, interleaving their steps."""
-    candidates = {}
-    for label in (name, "adamw_fused"):
-        named = make_parameters(shapes, device)
-        candidates[label] = (build(label, named, lr), named, make_gradients(named, grads_seed))
-    first_steps = {label: [] for label in candidates}
-    for _ in range(warmup):  # compiles kernels and allocates state
-        for label, (opt, named, grads) in candidates.items():
-            first_steps[label].append(timed_step(opt, named, grads, device))
-    times = {label: [] for label in candidates}
+    The gradients are restored (untimed) before each call. The CPU time sums this process's
+    threads; on a machine shared with other jobs it is less disturbed than the wall time.
+    """
+    times = []
     for _ in range(steps):
-        for label, (opt, named, grads) in candidates.items():
-            times[label].append(timed_step(opt, named, grads, device))
-    median = {label: statistics.median(t) for label, t in times.items()}
-    opt, named, _ = candidates[name]
-    n_params = sum(p.numel() for _, p in named)
-    return {
-        "name": name,
-        "step_time_s": median[name],
-        "adamw_fused_step_time_s": median["adamw_fused"],
-        "ratio_vs_fused_adamw": median[name] / median["adamw_fused"],
-        "warmup_s": sum(first_steps[name]),
-        "state_bytes": state_bytes(opt),
-        "state_bytes_per_param": state_bytes(opt) / n_params,
-        "adamw_state_bytes_per_param": state_bytes(candidates["adamw_fused"][0]) / n_params,
-    }
+        restore_grads(model, grads)
+        wall, cpu = time.perf_counter(), time.process_time()
+        optimizer.step()
+        times.append((time.perf_counter() - wall, time.process_time() - cpu))
+    return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--optimizers", default=",".join(DEFAULT_OPTIMIZERS), help="registry names, comma-separated"
-    )
-    parser.add_argument(
-        "--scale", type=float, default=1.0, help="width/vocabulary factor (1.0 = 124M parameters)"
-    )
-    parser.add_argument("--steps", type=int, default=15, help="timed steps per optimizer (median reported)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, state)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, default=Path("results/bench/optim_step.json"))
-    args = parser.parse_args()
+def _tensors(value):
+    if torch.is_tensor(value):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+    elif hasattr(value, "ortho_matrix"):  # galore-torch's projector object
+        yield from _tensors(value.ortho_matrix)
 
-    device = torch.device(args.device)
-    shapes = gpt2_small_shapes(args.scale)
-    n_params = sum(math.prod(s) for _, s in shapes)
-    threads = torch.get_num_threads()
-    print(f"{n_params / 1e6:.1f}M parameters in {len(shapes)} tensors on {device}, {threads} threads")
-    results = []
-    for name in args.optimizers.split(","):
-        row = compare(name, shapes, 1, device, args.steps, args.warmup, lr=6e-4)
-        results.append(row)
-        ms, adamw_ms = row["step_time_s"] * 1e3, row["adamw_fused_step_time_s"] * 1e3
-        print(
-            f"{name:>14}: {ms:8.1f} ms/step  {row['ratio_vs_fused_adamw']:5.2f}x fused AdamW "
-            f"({adamw_ms:.1f} ms)  "
-            f"state {row['state_bytes_per_param']:.2f} B/param "
-            f"(AdamW {row['adamw_state_bytes_per_param']:.2f})  warm-up {row['warmup_s']:.1f} s"
-        )
-    write_json(
-        args.out,
+
+def state_bytes(optimizer) -> int:
+    """Bytes of all tensors in ``optimizer.state``; a tensor shared by several entries counts once."""
+    seen, total = set(), 0
+    for state in optimizer.state.values():
+        for t in _tensors(state):
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel(), t.dtype)
+            if key not in seen:
+                seen.add(key)
+                total += t.numel() * t.element_size()
+    return total
+
+
+def kept_grad_bytes(optimizer, model: nn.Module, grads: list[torch.Tensor]) -> int:
+    """Bytes of gradients that ``optimizer.zero_grad()`` leaves allocated (LDAdam's error buffers)."""
+    restore_grads(model, grads)
+    optimizer.zero_grad()
+    return sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
+
+
+def load_settings(name: str) -> dict:
+    import yaml
+
+    path = ROOT / "configs" / "optimizer" / f"{name}.yaml"
+    settings = yaml.safe_load(path.read_text()) if path.exists() else {}
+    settings.pop("name", None)
+    settings.pop("lr", None)  # the benchmark sets its own
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+
+
+def build(name: str, model: nn.Module, settings: dict):
+    if name == REFERENCE:
+        return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    if name == "adamw_foreach":
+        return torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    return build_optimizer(model, name, lr=1e-4, **settings)
+
+
+def _galore_refresh_times(optimizer, model, grads, steps: int) -> list[float]:
+    """Step times with every GaLore projector forced to recompute its SVD."""
+    projectors = [s["projector"] for s in optimizer.state.values() if "projector" in s]
+    gaps = [p.update_proj_gap for p in projectors]
+    for p in projectors:
+        p.update_proj_gap = 1
+    try:
+        return time_steps(optimizer, model, grads, steps)
+    finally:
+        for p, gap in zip(projectors, gaps, strict=True):
+            p.update_proj_gap = gap
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="shrink the model (1.0 = GPT-2 124M)")
+    parser.add_argument("--names", nargs="*", default=list(OPTIMIZERS))
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per optimizer and round")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "optim_step.json")
+    args = parser.parse_args(argv)
+
+    shapes, config = gpt2_shapes(args.scale)
+    model = shaped_model(shapes, config)
+    n_params = sum(p.numel() for p in model.parameters())
+    grads = make_grads(model)
+    names = [REFERENCE, *args.names]
+    settings = {n: ({} if n in (REFERENCE, "adamw_foreach") else load_settings(n)) for n in names}
+    print(
+        f"{n_params / 1e6:.1f}M parameters ({len(shapes)} tensors), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+
+    optimizers, times, refresh, warmup = {}, {n: [] for n in names}, {}, {}
+    for name in names:  # all share the model's parameters; each keeps its own state
+        optimizers[name] = build(name, model, settings[name])
+        warmup[name] = sum(w for w, _ in time_steps(optimizers[name], model, grads, args.warmup))
+    for _ in range(args.rounds):
+        for name in names:
+            times[name] += time_steps(optimizers[name], model, grads, args.steps)
+    if "galore" in names:
+        refresh["galore"] = _galore_refresh_times(optimizers["galore"], model, grads, max(3, args.steps))
+
+    rows = {}
+    for name in names:
+        wall = [w for w, _ in times[name]]
+        cpu = [c for _, c in times[name]]
+        summary = {"median": statistics.median(wall), "min": min(wall), "cpu_median": statistics.median(cpu)}
+        if name in refresh:  # amortise GaLore's SVD refresh over its gap
+            gap = settings[name].get("update_proj_gap", 200)
+            summary["refresh_median"] = statistics.median(w for w, _ in refresh[name])
+            summary["refresh_cpu_median"] = statistics.median(c for _, c in refresh[name])
+            summary["median"] += (summary["refresh_median"] - summary["median"]) / gap
+            summary["min"] += (min(w for w, _ in refresh[name]) - summary["min"]) / gap
+            summary["cpu_median"] += (summary["refresh_cpu_median"] - summary["cpu_median"]) / gap
+        rows[name] = {
+            "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings[name].items()},
+            "step_s": summary,
+            "step_s_samples": wall,
+            "step_cpu_s_samples": cpu,
+            "warmup_s": warmup[name],
+            "state_bytes": state_bytes(optimizers[name]),
+            "kept_grad_bytes": kept_grad_bytes(optimizers[name], model, grads),
+        }
+    base = rows[REFERENCE]["step_s"]
+    for row in rows.values():
+        row["step_time_vs_fused_adamw"] = {
+            k: row["step_s"][k] / base[k] for k in ("median", "min", "cpu_median")
+        }
+        row["state_bytes_per_param"] = row["state_bytes"] / n_params
+        row["kept_grad_bytes_per_param"] = row["kept_grad_bytes"] / n_params
+    summary_rows = [
         {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": str(device),
-            "device_name": torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else platform.processor(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
+            "name": name,
+            "step_time_s": row["step_s"]["median"],
+            "ratio_vs_fused_adamw": row["step_time_vs_fused_adamw"]["median"],
+            "cpu_ratio_vs_fused_adamw": row["step_time_vs_fused_adamw"]["cpu_median"],
+            "state_bytes_per_param": row["state_bytes_per_param"],
+        }
+        for name, row in rows.items()
+    ]
+
+    result = {
+        "model": {
+            "shapes": "nanoGPT GPT-2 124M" if args.scale == 1.0 else f"GPT-2 124M x {args.scale}",
             "parameters": n_params,
-            "steps": args.steps,
-            "results": results,
+            **vars(config),
         },
+        "dtype": "float32",
+        "device": "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "rounds": args.rounds,
+        "steps_per_round": args.steps,
+        "reference": "torch.optim.AdamW(fused=True)",
+        "results": summary_rows,
+        "optimizers": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+    print(
+        f"{'':<14} {'step s':>8} {'x fused AdamW: median':>22} {'min':>7} {'cpu':>7} {'state B/param':>14}"
+        f" {'kept grad B/param':>18} {'warm-up s':>10}"
     )
+    for name, row in rows.items():
+        ratio = row["step_time_vs_fused_adamw"]
+        print(
+            f"{name:<14} {row['step_s']['median']:>8.3f} {ratio['median']:>22.2f} {ratio['min']:>7.2f} "
+            f"{ratio['cpu_median']:>7.2f} {row['state_bytes_per_param']:>14.3f} "
+            f"{row['kept_grad_bytes_per_param']:>18.3f} {row['warmup_s']:>10.1f}"
+        )
     print(f"wrote {args.out}")
+    return result
 
 
 if __name__ == "__main__":
