@@ -118,7 +118,7 @@ def evaluate(model, batches, precision, dist) -> float:
     total = torch.zeros(2, device=dist.device)
     for x, y in batches[dist.rank :: dist.world_size]:
         with precision.autocast():
-            _, loss = model(x.to(dist.device), y.to(dist.device))
+            _, loss = model(x, y)
         total += torch.stack([loss.float(), torch.ones((), device=dist.device)])
     model.train()
     total = all_reduce_sum(total, dist)
@@ -158,7 +158,9 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
     block, micro_batch = s.model.block_size, t.micro_batch_size
     tokens_per_step = dist.world_size * accum * micro_batch * block
     train_batches = TrainBatches(data, micro_batch, block, s.seed)
-    val_batches = fixed_val_batches(data, t.eval_batches, micro_batch, block)
+    val_batches = [
+        to_device(b, dist.device) for b in fixed_val_batches(data, t.eval_batches, micro_batch, block)
+    ]
 
     # -- model, optimizer, schedule, precision (the same initial weights on every rank) -------------
     seed_everything(s.seed)
@@ -183,18 +185,20 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
             optimizer.load_state_dict(checkpoint["optimizer"])
             precision.scaler.load_state_dict(checkpoint["scaler"])
             tracker.load_state_dict(checkpoint["tracker"])
-            set_rng_state(checkpoint["rng"])
+            set_rng_state(checkpoint["rng"], dist.device)
             step, elapsed_before = checkpoint["step"], checkpoint["elapsed_s"]
+            wandb_id = checkpoint["wandb_id"]
             del checkpoint
         if dist.is_main:
             recorder.metrics.truncate_after(step)  # drop what a killed session logged after it
         recorder.begin(step)
         session_start = time.perf_counter()
 
-        train_model = torch.compile(model) if t.compile else model
+        compiled = torch.compile(model) if t.compile else model  # evaluation runs on each rank alone
+        train_model = compiled
         if dist.enabled:
             device_ids = [dist.local_rank] if dist.device.type == "cuda" else None
-            train_model = DistributedDataParallel(train_model, device_ids=device_ids)
+            train_model = DistributedDataParallel(compiled, device_ids=device_ids)
         logger = NoLogger()
         if dist.is_main:
             config = OmegaConf.to_container(cfg, resolve=True)
@@ -247,7 +251,7 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
                     "optimizer": optimizer.state_dict(),
                     "scaler": precision.scaler.state_dict(),
                     "tracker": tracker.state_dict(),
-                    "rng": rng_state(),
+                    "rng": rng_state(dist.device),
                     "data": {"sampler": "TrainBatches", "seed": s.seed, "next_step": step},
                     "elapsed_s": elapsed(),
                     "wandb_id": wandb_id,
@@ -258,7 +262,7 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
         # -- the training loop -------------------------------------------------------------------------
         reset_peak_memory(dist.device)
         if step == 0:
-            tracker.add_val(0, evaluate(train_model, val_batches, precision, dist))
+            tracker.add_val(0, evaluate(compiled, val_batches, precision, dist))
             record({"val_loss": tracker.final["val_loss"]})
         while step < t.max_steps:
             lr = schedule.apply(optimizer, step)
@@ -301,7 +305,7 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
                     tokens_per_s=throughput.window_rate(),
                 )
             if step in eval_points:
-                values["val_loss"] = evaluate(train_model, val_batches, precision, dist)
+                values["val_loss"] = evaluate(compiled, val_batches, precision, dist)
                 tracker.add_val(step, values["val_loss"], eval_points[step])
             if t.mask_stats_every and step % t.mask_stats_every == 0:
                 values.update(mask_stats_record(optimizer))
@@ -330,12 +334,17 @@ def completion_line(recorder: RunRecorder) -> str:
 
 @hydra.main(version_base=None, config_path="../configs", config_name="pretrain_gpt")
 def main(cfg: DictConfig) -> None:
+    main_process = os.environ.get("RANK", "0") == "0"
     try:
         train(cfg)
     except STOPS as err:  # a config, device or data problem: one clear line, no traceback
-        if os.environ.get("RANK", "0") == "0":
+        if main_process:
             print(f"pretrain_gpt: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        if main_process:
+            print("pretrain_gpt: interrupted; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
