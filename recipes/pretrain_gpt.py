@@ -303,6 +303,7 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
                     lr=lr,
                     grad_norm=grad_norm.item(),
                     tokens_per_s=throughput.window_rate(),
+                    peak_bytes=peak_memory(dist.device)["peak_bytes"],
                 )
             if step in eval_points:
                 values["val_loss"] = evaluate(compiled, val_batches, precision, dist)

@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", type=Path, default=Path("data/embedded"), help="embedded corpus directory")
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for both (default: unset)")
     args = parser.parse_args(argv)
 
     data = ensure_embedded(args.data)
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         pickle.dump({"vocab_size": vocab}, f)
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
     results: dict[str, list[float]] = {"nanoGPT train.py": [], "alphaadam recipes/pretrain_gpt.py": []}
     for repeat in range(args.repeats):
         run = subprocess.run(
@@ -120,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, check=True)
             results["alphaadam recipes/pretrain_gpt.py"].append(ours_tokens_per_s(Path(root)))
         print(f"repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} tokens/s" for k, v in results.items()))
-    print(f"\nmedian over {args.repeats} alternating runs of {args.steps} steps of {TOKENS_PER_STEP} tokens:")
+    threads = f", OMP_NUM_THREADS={args.threads}" if args.threads else ""
+    runs = f"{args.repeats} alternating runs of {args.steps} steps of {TOKENS_PER_STEP} tokens{threads}"
+    print(f"\nmedian over {runs}:")
     for name, values in results.items():
         runs = ", ".join(f"{v:,.0f}" for v in values)
         print(f"  {name:36s} {statistics.median(values):>10,.0f} tokens/s   (runs: {runs})")

@@ -9,8 +9,8 @@ from alphaadam.runs.rundir import run_dir_for
 from alphaadam.train.config import compose
 
 REPO = Path(__file__).resolve().parents[1]
-# Measured quantities that differ between two runs of the same config.
-TIMING_KEYS = ("time_s", "tokens_per_s")
+# Measured quantities that differ between two runs of the same config (time, speed, memory).
+TIMING_KEYS = ("time_s", "tokens_per_s", "peak_bytes")
 
 
 # 20 quick steps: smaller than the tiny preset's (4 x 32 tokens per step instead of 8 x 64), for speed.
