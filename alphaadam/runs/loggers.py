@@ -19,8 +19,6 @@ def wandb_run_id(experiment: str, run_dir: Path) -> str:
 
 
 class NoLogger:
-    run_id: str | None = None
-
     def log(self, record: dict) -> None:
         pass
 
@@ -35,7 +33,6 @@ class WandbLogger:
     def __init__(self, cfg, run_dir: Path, name: str, config: dict, run_id: str):
         import wandb
 
-        self._wandb = wandb
         mode = cfg.mode or os.environ.get("WANDB_MODE") or "offline"
         self.run = wandb.init(
             project=cfg.project,
@@ -49,7 +46,6 @@ class WandbLogger:
             tags=list(cfg.tags),
             settings=wandb.Settings(quiet=True, console="off"),
         )
-        self.run_id = run_id
 
     def log(self, record: dict) -> None:
         values = {}

@@ -95,7 +95,8 @@ class RunRecorder:
         except torch.OutOfMemoryError as err:
             status = "oom"
             self.end("oom", _error_line(err))
-            print(f"run ended: out of memory ({_error_line(err)}); status oom in {self.dir}", flush=True)
+            if self.is_main:
+                print(f"run ended: out of memory ({_error_line(err)}); status oom in {self.dir}", flush=True)
         except KeyboardInterrupt:
             self.end("failed", "interrupted (KeyboardInterrupt or SIGTERM); run the same command to resume")
             raise
