@@ -68,7 +68,9 @@ def start(out_dir: Path) -> Path:
 
 
 def finish(out_dir: Path, meta: dict) -> dict:
-    counts = {f"{s}_tokens": (Path(out_dir) / f"{s}.bin").stat().st_size // np.dtype(DTYPE).itemsize for s in SPLITS}
+    counts = {
+        f"{s}_tokens": (Path(out_dir) / f"{s}.bin").stat().st_size // np.dtype(DTYPE).itemsize for s in SPLITS
+    }
     meta = {"tokenizer": "gpt2", "dtype": np.dtype(DTYPE).name, **meta, **counts}
     write_json(Path(out_dir) / META_FILE, meta)
     return meta
@@ -115,7 +117,11 @@ def prepare_text_files(
     missing = [str(f) for f in files if not f.is_file()]
     if not files or missing:
         raise PrepareError(f"no such text file: {', '.join(missing)}" if missing else "no text files given")
-    settings = {"source": "text files", "files": sorted(str(f.resolve()) for f in files), "val_fraction": val_fraction}
+    settings = {
+        "source": "text files",
+        "files": sorted(str(f.resolve()) for f in files),
+        "val_fraction": val_fraction,
+    }
     if not force and already_prepared(out_dir, settings):
         return read_meta(out_dir)
     docs = [encode_document(f.read_text(encoding="utf-8")) for f in files]
@@ -157,7 +163,9 @@ def prepare_dataset(
                     yield np.concatenate(shard["ids"]).astype(DTYPE)
 
         total = int(np.sum(part["len"], dtype=np.uint64))
-        write_split(out_dir / f"{split}.bin", chunks(), total, desc=f"writing {split}.bin" if progress else "")
+        write_split(
+            out_dir / f"{split}.bin", chunks(), total, desc=f"writing {split}.bin" if progress else ""
+        )
     return finish(out_dir, {**meta, "vocab_size": gpt2_encoding().n_vocab})
 
 

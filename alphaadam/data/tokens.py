@@ -81,7 +81,9 @@ class TrainBatches:
         self.data, self.batch_size, self.block_size, self.seed = data, batch_size, block_size, seed
         n = data.num_tokens("train")
         if n <= block_size + 1:
-            raise ValueError(f"{data.dir}/train.bin has {n} tokens, fewer than block_size + 1 = {block_size + 1}")
+            raise ValueError(
+                f"{data.dir}/train.bin has {n} tokens, fewer than block_size + 1 = {block_size + 1}"
+            )
 
     def get(self, step: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and next-token targets, (batch_size, block_size) int64 on the CPU."""
@@ -101,4 +103,6 @@ def fixed_val_batches(
     if last < 0:
         raise ValueError(f"{data.dir}/val.bin has {len(tokens)} tokens, fewer than block_size + 1")
     starts = np.linspace(0, last, num_batches * batch_size).round().astype(np.int64)
-    return [_windows(tokens, starts[i : i + batch_size], block_size) for i in range(0, len(starts), batch_size)]
+    return [
+        _windows(tokens, starts[i : i + batch_size], block_size) for i in range(0, len(starts), batch_size)
+    ]
