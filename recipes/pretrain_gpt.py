@@ -191,7 +191,7 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
             del checkpoint
         if dist.is_main:
             recorder.metrics.truncate_after(step)  # drop what a killed session logged after it
-        recorder.begin(step)
+        recorder.begin(step, metrics=tracker.metrics())
         session_start = time.perf_counter()
 
         compiled = torch.compile(model) if t.compile else model  # evaluation runs on each rank alone

@@ -56,23 +56,19 @@ class RunRecorder:
         """The run already ended in a way that running it again would repeat."""
         return bool(self.previous) and self.previous.get("status") in SKIPPED_STATUSES
 
-    def begin(self, step: int) -> None:
-        """Mark the run as running from ``step`` (0, or the checkpoint's step when resuming)."""
+    def begin(self, step: int, **fields) -> None:
+        """Mark the run as running from ``step`` (0, or the checkpoint's step when resuming);
+        ``fields`` (e.g. the checkpoint's metrics) go into result.json as they are."""
         if not self.is_main:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         write_text(self.dir / CONFIG_FILE, OmegaConf.to_yaml(self.cfg, resolve=True))
-        fresh = new_result(
+        result = new_result(
             self.recipe, self.cfg.get("experiment", "default"), self.run_id, self.identity, self.total_steps
         )
-        if step > 0 and self.previous:
-            # Resuming: keep what the earlier sessions recorded (start time, metrics up to the checkpoint).
-            fresh = {
-                **fresh,
-                **{k: self.previous[k] for k in ("started_at", "metrics", "timing") if k in self.previous},
-            }
-        self.result = {**fresh, "step": step, "error": None}
-        self.result = write_result(self.dir, self.result)
+        if step > 0 and self.previous:  # resuming: keep when the run started and how fast it went
+            result.update({k: self.previous[k] for k in ("started_at", "timing") if k in self.previous})
+        self.result = write_result(self.dir, {**result, "step": step, **fields})
 
     def update(self, **fields) -> None:
         if self.is_main and self.result:
