@@ -143,7 +143,7 @@ def test_interrupted_run_resumes_to_the_same_losses(tmp_path, data_dir, monkeypa
 
 
 def test_killed_process_resumes_to_the_same_losses(tmp_path, data_dir):
-    overrides = ("trainer.max_steps=80", "trainer.checkpoint_every=10", "trainer.eval_every=20")
+    overrides = ("trainer.max_steps=200", "trainer.checkpoint_every=25", "trainer.eval_every=50")
     killed = gpt_config(tmp_path / "b", data_dir, *overrides)
     log = MetricsLog(run_dir_for(killed))
     proc = subprocess.Popen(
@@ -153,12 +153,12 @@ def test_killed_process_resumes_to_the_same_losses(tmp_path, data_dir):
         stdout=subprocess.DEVNULL,
     )
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not any(r["step"] >= 15 for r in log.read()):
+    while time.time() < deadline and proc.poll() is None and not any(r["step"] >= 30 for r in log.read()):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert read_result(run_dir_for(killed))["status"] == "running"  # killed without a word
-    assert 15 <= max(r["step"] for r in log.read()) < 80
+    assert 30 <= max(r["step"] for r in log.read()) < 200
     assert recipe.train(killed)["status"] == "completed"
     uninterrupted = gpt_config(tmp_path / "a", data_dir, *overrides)
     recipe.train(uninterrupted)
