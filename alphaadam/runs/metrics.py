@@ -7,6 +7,7 @@ Keys the report figures read: ``step``, ``time_s`` (wall-clock since start), ``t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -36,9 +37,14 @@ class MetricsLog:
             f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
 
     def read(self) -> list[dict]:
+        """The records; a last line cut short (a writer killed mid-line) is left out."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        records = [json.loads(line) for line in lines[:-1]]
+        with contextlib.suppress(json.JSONDecodeError):
+            records.extend(json.loads(line) for line in lines[-1:])
+        return records
 
     def truncate_after(self, step: int) -> None:
         kept = [r for r in self.read() if r.get("step", 0) <= step]

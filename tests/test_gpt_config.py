@@ -1,0 +1,181 @@
+"""The pretraining configs: every group option composes and validates, errors name the key."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import recipes.pretrain_gpt as recipe
+from alphaadam.models.gpt import GPT, GPTConfig
+from alphaadam.optim import available_optimizers
+from alphaadam.train.config import CONFIG_DIR, ConfigError, build_optimizer_from_config, compose, validate
+from alphaadam.train.schedule import LRSchedule
+from tests.pretrain_helpers import REPO
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def leaf_keys(node, prefix="") -> set[str]:
+    keys = set()
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        keys |= leaf_keys(value, f"{path}.") if isinstance(value, dict) else {path}
+    return keys
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        f"{group}={name}"
+        for group in ("model", "data", "scheduler", "trainer", "logger")
+        for name in options(group)
+    ]
+    + [f"experiment={name}" for name in options("experiment")],
+)
+def test_every_group_option_composes_validates_and_spells_out_every_key(override):
+    cfg = compose("pretrain_gpt", [override])
+    typed = validate(cfg)
+    # The YAML names every key of the schema: the run directory's hash, computed from the composed
+    # config by anyone who composes it (sweeps), covers every setting.
+    composed = OmegaConf.to_container(cfg, resolve=True)
+    assert leaf_keys(composed) == leaf_keys(OmegaConf.to_container(typed))
+
+
+def test_optimizer_files_name_registry_entries_and_build():
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=32))
+    names = options("optimizer")
+    assert {"adamw", "sgd", "alphaadam", "cadamw", "alphasgd", "adamw_sm", "adamw_am"} <= set(names)
+    for name in names:
+        cfg = compose("pretrain_gpt", [f"optimizer={name}"])
+        assert cfg.optimizer.name == name and name in available_optimizers()
+        optimizer = build_optimizer_from_config(model, validate(cfg).optimizer)
+        assert optimizer.param_groups[0]["lr"] == cfg.model.lr
+        if "betas" in cfg.optimizer:
+            assert tuple(optimizer.param_groups[0]["betas"]) == (0.9, 0.95)  # the recipe's adam_betas
+        assert {g["weight_decay"] for g in optimizer.param_groups} == {0.1, 0.0}  # >= 2-D tensors only
+
+
+def test_paper_experiments_use_table5_and_the_command_line_wins():
+    cfg = compose("pretrain_gpt", ["experiment=gpt2_figure2", "model=gpt2_355m", "optimizer=alphaadam"])
+    assert (cfg.model.name, cfg.optimizer.lr, cfg.trainer.micro_batch_size) == ("gpt2_355m", 3e-4, 6)
+    assert (cfg.data.name, cfg.trainer.device, cfg.trainer.max_steps) == ("openwebtext", "cuda", 2000)
+    assert cfg.run.label == "gpt2_355m-alphaadam-lr0.0003-s0" and cfg.experiment == "gpt2_figure2"
+    table3 = compose("pretrain_gpt", ["experiment=gpt2_table3"])
+    assert (table3.model.name, table3.trainer.max_steps) == ("gpt2_125m", 10000)
+    assert list(table3.trainer.eval_at_fractions) == [0.2, 0.4, 0.6, 1.0]
+    assert recipe.accumulation_steps(validate(table3), world_size=8) == 5  # 491520 tokens per step
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["+trainer.max_stepz=3"], "trainer.max_stepz"),
+        (["trainer.max_steps=abc"], "trainer.max_steps"),
+        (["+model.n_layers=3"], "model.n_layers"),
+        (["trainer.eval_at_fractions=[0.2,x]"], "trainer.eval_at_fractions"),
+        (["trainer.dtype=fp8"], "trainer.dtype='fp8' is not one of"),
+        (["trainer.log_every=0"], "trainer.log_every=0 must be at least 1"),
+        (["+optimizer.momentum=0.9"], "optimizer.momentum"),
+        (["optimizer.name=adamx"], "unknown optimizer 'adamx'"),
+        (["model.n_layer=???"], "model.n_layer"),
+    ],
+)
+def test_config_errors_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("?", r"\?")):
+        validate(compose("pretrain_gpt", overrides))
+
+
+def test_bad_optimizer_values_and_shapes_are_reported_at_start_up(tmp_path):
+    cfg = compose("pretrain_gpt", [f"run.root={tmp_path}", "optimizer.betas=[0.9]"])
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=32))
+    with pytest.raises(ConfigError, match="optimizer 'adamw' rejected its settings.*betas=\\[0.9\\]"):
+        build_optimizer_from_config(model, validate(cfg).optimizer)
+    bad_accumulation = validate(compose("pretrain_gpt", ["trainer.tokens_per_step=1000"]))
+    with pytest.raises(ConfigError, match="trainer.tokens_per_step=1000 is not a multiple"):
+        recipe.accumulation_steps(bad_accumulation, world_size=1)
+
+
+def test_command_line_errors_print_one_line_and_exit_2(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for args, message in (
+        (["trainer.max_steps=abc"], "trainer.max_steps"),
+        (["+optimizer.foo=1"], "optimizer.foo"),
+    ):
+        run = subprocess.run(
+            [sys.executable, "recipes/pretrain_gpt.py", f"run.root={tmp_path}", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_cosine_schedule_is_nanogpts():
+    s = LRSchedule("cosine", warmup_steps=10, decay_steps=100, min_lr_ratio=0.1)
+    assert s.factor(0) == pytest.approx(1 / 11) and s.factor(9) == pytest.approx(10 / 11)
+    assert s.factor(10) == 1.0 and s.factor(55) == pytest.approx(0.55)
+    assert s.factor(100) == s.factor(500) == 0.1
+    assert [s.factor(i) for i in range(11, 100)] == sorted(
+        [s.factor(i) for i in range(11, 100)], reverse=True
+    )
+    linear = LRSchedule("linear", warmup_steps=0, decay_steps=10, min_lr_ratio=0.0)
+    assert [round(linear.factor(i), 6) for i in (0, 5, 10)] == [1.0, 0.5, 0.0]
+    assert LRSchedule("constant", 2, 10).factor(7) == 1.0
+
+
+def test_schedule_sets_each_groups_rate_from_its_base():
+    params = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))]
+    optimizer = torch.optim.SGD([{"params": params[:1], "lr": 1.0}, {"params": params[1:], "lr": 0.5}])
+    schedule = LRSchedule.from_config(compose("pretrain_gpt").scheduler, total_steps=100)
+    assert schedule.warmup_steps == 5  # warmup_fraction 0.05
+    schedule.apply(optimizer, 2)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.5, 0.25])
+    schedule.apply(optimizer, 5)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1.0, 0.5])
+
+
+def test_make_targets_check_first_then_run_each_optimizer(tmp_path):
+    stamp = tmp_path / "stamp"
+    stamp.touch()
+    run = subprocess.run(
+        ["make", "-n", "reproduce-gpt2", "SIZE=355m", f"STAMP={stamp}", "NGPU=8"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    lines = run.stdout.splitlines()
+    assert lines[0].endswith(
+        "-m alphaadam.train.preflight pretrain_gpt experiment=gpt2_figure2 model=gpt2_355m"
+    )
+    assert (
+        "torchrun --standalone --nproc_per_node=8 recipes/pretrain_gpt.py experiment=gpt2_figure2"
+        in run.stdout
+    )
+    run = subprocess.run(
+        ["make", "-n", "reproduce-ablation", f"STAMP={stamp}"], cwd=REPO, capture_output=True, text=True
+    )
+    assert "experiment=gpt2_table3" in run.stdout and "adamw adamw_sm adamw_am alphaadam" in run.stdout
+
+
+def test_preflight_stops_without_a_gpu_or_data():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def preflight(*overrides):
+        cmd = [sys.executable, "-m", "alphaadam.train.preflight", "pretrain_gpt", *overrides]
+        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+
+    if not torch.cuda.is_available():
+        run = preflight("experiment=gpt2_figure2", "model=gpt2_770m")
+        assert run.returncode == 2 and "asks for a GPU" in run.stderr and "Traceback" not in run.stderr
+    run = preflight("experiment=gpt2_table3", "trainer.device=cpu", "data.dir=/nonexistent/owt")
+    assert run.returncode == 2 and "scripts/prepare_openwebtext.py --out /nonexistent/owt" in run.stderr
+    run = preflight("model=gpt2_999m")
+    assert run.returncode == 2 and "gpt2_355m" in run.stderr and "Traceback" not in run.stderr
