@@ -17,6 +17,7 @@ from alphaadam.data.tokens import DataMissing
 from alphaadam.models.gpt import GPT
 from alphaadam.runs import read_result, run_dir_for
 from alphaadam.runs.metrics import MetricsLog
+from alphaadam.sweep.job import Job
 from alphaadam.train.config import compose
 from tests.pretrain_helpers import REPO, gpt_config, losses, quick_args
 
@@ -88,6 +89,7 @@ def test_loss_decreases_and_the_run_directory_is_complete(tmp_path, data_dir):
         "config.yaml",
         "metrics.jsonl",
         "result.json",
+        "run.lock",
     ]
     assert result == read_result(run_dir) and result["status"] == "completed"
     records = MetricsLog(run_dir).read()
@@ -133,7 +135,8 @@ def test_interrupted_run_resumes_to_the_same_losses(tmp_path, data_dir, monkeypa
     with pytest.raises(KeyboardInterrupt):
         recipe.train(resumed)
     result = read_result(run_dir_for(resumed))
-    assert result["status"] == "failed" and "interrupted" in result["error"]
+    assert result["status"] == "running" and "interrupted" in result["error"]
+    assert Job("", (), run_dir_for(resumed)).status() == "interrupted"  # a sweep resumes it
     assert max(r["step"] for r in losses(resumed)) == 12  # logged past the checkpoint at step 8
     monkeypatch.setattr(recipe, "divergence", recipe.divergence.real)
     assert recipe.train(resumed)["status"] == "completed"

@@ -7,11 +7,13 @@ current. ``recording()`` turns the way the training ends into the run's status:
 
 - returns normally: the recipe has called :meth:`end` (``completed`` or ``diverged``);
 - ``torch.OutOfMemoryError``: status ``oom``, swallowed, so that a sweep carries on (exit code 0);
-- ``KeyboardInterrupt`` (also SIGTERM, see :func:`sigterm_as_interrupt`): status ``failed``,
-  "interrupted", re-raised; the same command resumes from the last checkpoint;
+- ``KeyboardInterrupt`` (also SIGTERM, see :func:`sigterm_as_interrupt`): the status stays
+  ``running`` with an "interrupted" note, re-raised; as after a kill, the released ``run.lock``
+  tells a sweep the run is interrupted, and the same command resumes from the last checkpoint;
 - any other exception: status ``failed`` with its first line, re-raised (non-zero exit code).
 
-Only the main process (rank 0) writes.
+Only the main process (rank 0) writes, and it holds ``run.lock`` while recording, so a second
+process given the same run stops at once instead of writing into it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from alphaadam.runs.files import write_text
+from alphaadam.runs.lock import RunLock
 from alphaadam.runs.metrics import MetricsLog
 from alphaadam.runs.result import new_result, read_result, write_result
 from alphaadam.runs.rundir import CHECKPOINT_FILE, CONFIG_FILE, config_hash, run_dir_for
@@ -85,6 +88,7 @@ class RunRecorder:
     def recording(self):
         """Map the way the body ends to the run's status (see the module docstring)."""
         status = "failed"
+        lock = RunLock(self.dir).acquire() if self.is_main else None
         try:
             yield self
             status = self.result.get("status", "completed") if self.result else "completed"
@@ -94,7 +98,7 @@ class RunRecorder:
             if self.is_main:
                 print(f"run ended: out of memory ({_error_line(err)}); status oom in {self.dir}", flush=True)
         except KeyboardInterrupt:
-            self.end("failed", "interrupted (KeyboardInterrupt or SIGTERM); run the same command to resume")
+            self.update(error="interrupted (KeyboardInterrupt or SIGTERM); run the same command to resume")
             raise
         except BaseException as err:
             self.end("failed", _error_line(err))
@@ -102,6 +106,8 @@ class RunRecorder:
         finally:
             for callback in reversed(self._on_exit):
                 callback(status)
+            if lock is not None:
+                lock.release()
 
 
 @contextlib.contextmanager
