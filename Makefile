@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUNS ?= results/runs
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test lint bench tables figures reproduce-gpt2 reproduce-ablation
+.PHONY: setup test lint bench tables figures demo reproduce-gpt2 reproduce-ablation
 
 setup: $(STAMP)
 
@@ -40,24 +40,30 @@ tables: $(STAMP)
 figures: $(STAMP)
 	$(BIN)/alphaadam figures --runs $(RUNS) --out results/paper
 
-# ---- GPT-2 pretraining on OpenWebText (paper Figure 2 and Table 3): GPU node, prepared data ----------
-# One run per optimizer, one after the other, each on all GPUs of the node (torchrun). A finished run
-# is skipped and an interrupted one resumed, so the same command continues a partial reproduction.
-# Data first: $(BIN)/python scripts/prepare_openwebtext.py --out data/openwebtext
+# ---- The paper's studies: sweep specs in configs/sweep/paper/, run by `alphaadam sweep` ---------------
+# On a GPU node: jobs share the node's GPUs (launcher gpu_pool). A finished run is skipped and an
+# interrupted one resumed, so the same command continues a partial study. SWEEP adds arguments, e.g.
+# SWEEP=--dry-run, SWEEP="sweep.lr=[3.0e-4,6.0e-4,1.2e-3]", SWEEP="sweep.gpus_per_job=8" (DDP), or
+# SWEEP="launcher=slurm launcher.submit=true" (then run `make tables figures` when the jobs are done).
+# GPT-2 data first: $(BIN)/python scripts/prepare_openwebtext.py --out data/openwebtext
 SIZE ?= 125m
-GPT2_OPTIMIZERS ?= adamw cadamw alphaadam
-ABLATION_OPTIMIZERS ?= adamw adamw_sm adamw_am alphaadam
-NGPU ?= $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
-GPT_LAUNCH = $(if $(filter-out 0,$(NGPU)),$(BIN)/torchrun --standalone --nproc_per_node=$(NGPU),$(BIN)/python)
+SWEEP ?=
 
 reproduce-gpt2: $(STAMP)
-	$(BIN)/python -m alphaadam.train.preflight pretrain_gpt experiment=gpt2_figure2 model=gpt2_$(SIZE)
-	for opt in $(GPT2_OPTIMIZERS); do \
-		$(GPT_LAUNCH) recipes/pretrain_gpt.py experiment=gpt2_figure2 model=gpt2_$(SIZE) optimizer=$$opt || exit $$?; \
-	done
+	$(BIN)/python -m alphaadam.train.preflight pretrain_gpt experiment=paper/gpt2_pretrain model=gpt2_$(SIZE)
+	$(BIN)/alphaadam sweep experiment=paper/gpt2_pretrain model=gpt2_$(SIZE) $(SWEEP)
+	$(MAKE) tables figures
 
 reproduce-ablation: $(STAMP)
-	$(BIN)/python -m alphaadam.train.preflight pretrain_gpt experiment=gpt2_table3
-	for opt in $(ABLATION_OPTIMIZERS); do \
-		$(GPT_LAUNCH) recipes/pretrain_gpt.py experiment=gpt2_table3 optimizer=$$opt || exit $$?; \
-	done
+	$(BIN)/python -m alphaadam.train.preflight pretrain_gpt experiment=paper/ablation_gpt2
+	$(BIN)/alphaadam sweep experiment=paper/ablation_gpt2 $(SWEEP)
+	$(MAKE) tables figures
+
+# ---- The README's first command: a real small study on CPU, its table and figures in results/demo/ ---
+# One process runs the 24 tiny runs in turn (one thread is fastest for a model this small).
+demo: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/alphaadam sweep experiment=demo launcher=inline
+	$(BIN)/alphaadam collect --runs results/demo/runs --out results/demo/index
+	$(BIN)/alphaadam tables demo
+	$(BIN)/alphaadam figures demo --no-bench
+	@cat results/demo/demo.md

@@ -2,7 +2,7 @@
 
     python recipes/pretrain_gpt.py                             # tiny model, embedded corpus: seconds on a CPU
     python recipes/pretrain_gpt.py optimizer=alphaadam optimizer.lr=3e-3 trainer.max_steps=500
-    torchrun --standalone --nproc_per_node=8 recipes/pretrain_gpt.py experiment=gpt2_figure2 \\
+    torchrun --standalone --nproc_per_node=8 recipes/pretrain_gpt.py experiment=paper/gpt2_pretrain \\
         model=gpt2_355m optimizer=alphaadam                    # the paper's runs (GPU, prepared OpenWebText)
 
 Each run lives in its own directory, results/runs/<experiment>/<label>-<config hash>/, holding

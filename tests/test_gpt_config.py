@@ -61,11 +61,13 @@ def test_optimizer_files_name_registry_entries_and_build():
 
 
 def test_paper_experiments_use_table5_and_the_command_line_wins():
-    cfg = compose("pretrain_gpt", ["experiment=gpt2_figure2", "model=gpt2_355m", "optimizer=alphaadam"])
+    cfg = compose(
+        "pretrain_gpt", ["experiment=paper/gpt2_pretrain", "model=gpt2_355m", "optimizer=alphaadam"]
+    )
     assert (cfg.model.name, cfg.optimizer.lr, cfg.trainer.micro_batch_size) == ("gpt2_355m", 3e-4, 6)
     assert (cfg.data.name, cfg.trainer.device, cfg.trainer.max_steps) == ("openwebtext", "cuda", 2000)
-    assert cfg.run.label == "gpt2_355m-alphaadam-lr0.0003-s0" and cfg.experiment == "gpt2_figure2"
-    table3 = compose("pretrain_gpt", ["experiment=gpt2_table3"])
+    assert cfg.run.label == "gpt2_355m-alphaadam-lr0.0003-s0" and cfg.experiment == "paper/gpt2_pretrain"
+    table3 = compose("pretrain_gpt", ["experiment=paper/ablation_gpt2"])
     assert (table3.model.name, table3.trainer.max_steps) == ("gpt2_125m", 10000)
     assert list(table3.trainer.eval_at_fractions) == [0.2, 0.4, 0.6, 1.0]
     assert recipe.accumulation_steps(validate(table3), world_size=8) == 5  # 491520 tokens per step
@@ -142,27 +144,25 @@ def test_schedule_sets_each_groups_rate_from_its_base():
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1.0, 0.5])
 
 
-def test_make_targets_check_first_then_run_each_optimizer(tmp_path):
+def test_make_targets_check_first_then_sweep_then_report(tmp_path):
     stamp = tmp_path / "stamp"
     stamp.touch()
     run = subprocess.run(
-        ["make", "-n", "reproduce-gpt2", "SIZE=355m", f"STAMP={stamp}", "NGPU=8"],
+        ["make", "-n", "reproduce-gpt2", "SIZE=355m", f"STAMP={stamp}", "SWEEP=--dry-run"],
         cwd=REPO,
         capture_output=True,
         text=True,
     )
     lines = run.stdout.splitlines()
     assert lines[0].endswith(
-        "-m alphaadam.train.preflight pretrain_gpt experiment=gpt2_figure2 model=gpt2_355m"
+        "-m alphaadam.train.preflight pretrain_gpt experiment=paper/gpt2_pretrain model=gpt2_355m"
     )
-    assert (
-        "torchrun --standalone --nproc_per_node=8 recipes/pretrain_gpt.py experiment=gpt2_figure2"
-        in run.stdout
-    )
+    assert lines[1].endswith("alphaadam sweep experiment=paper/gpt2_pretrain model=gpt2_355m --dry-run")
+    assert "tables figures" in lines[2]
     run = subprocess.run(
         ["make", "-n", "reproduce-ablation", f"STAMP={stamp}"], cwd=REPO, capture_output=True, text=True
     )
-    assert "experiment=gpt2_table3" in run.stdout and "adamw adamw_sm adamw_am alphaadam" in run.stdout
+    assert "alphaadam sweep experiment=paper/ablation_gpt2" in run.stdout
 
 
 def test_preflight_stops_without_a_gpu_or_data():
@@ -173,9 +173,9 @@ def test_preflight_stops_without_a_gpu_or_data():
         return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
 
     if not torch.cuda.is_available():
-        run = preflight("experiment=gpt2_figure2", "model=gpt2_770m")
+        run = preflight("experiment=paper/gpt2_pretrain", "model=gpt2_770m")
         assert run.returncode == 2 and "asks for a GPU" in run.stderr and "Traceback" not in run.stderr
-    run = preflight("experiment=gpt2_table3", "trainer.device=cpu", "data.dir=/nonexistent/owt")
+    run = preflight("experiment=paper/ablation_gpt2", "trainer.device=cpu", "data.dir=/nonexistent/owt")
     assert run.returncode == 2 and "scripts/prepare_openwebtext.py --out /nonexistent/owt" in run.stderr
     run = preflight("model=gpt2_999m")
     assert run.returncode == 2 and "gpt2_355m" in run.stderr and "Traceback" not in run.stderr

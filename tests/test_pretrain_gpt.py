@@ -288,14 +288,16 @@ def test_data_parallel_on_two_cpu_processes_matches_accumulation(tmp_path, data_
 
 
 def test_no_gpu_stops_at_once_with_a_clear_message(tmp_path):
-    run = cli(f"run.root={tmp_path}", "experiment=gpt2_figure2", "model=gpt2_125m")
+    run = cli(f"run.root={tmp_path}", "experiment=paper/gpt2_pretrain", "model=gpt2_125m")
     assert run.returncode == 2
     assert "asks for a GPU" in run.stderr and "Traceback" not in run.stderr
     assert not any(tmp_path.iterdir())
 
 
 def test_missing_data_stops_with_the_command_that_prepares_it(tmp_path):
-    cfg = compose("pretrain_gpt", [f"run.root={tmp_path}", "experiment=gpt2_figure2", "trainer.device=cpu"])
+    cfg = compose(
+        "pretrain_gpt", [f"run.root={tmp_path}", "experiment=paper/gpt2_pretrain", "trainer.device=cpu"]
+    )
     cfg.data.dir = str(tmp_path / "owt")
     with pytest.raises(DataMissing, match=f"python scripts/prepare_openwebtext.py --out {tmp_path / 'owt'}"):
         recipe.train(cfg)

@@ -85,9 +85,8 @@ def job_table(jobs) -> str:
     rows = [("status", "optimizer", "task", "lr", "seed", "run")]
     for job in jobs:
         t = job.tags
-        rows.append(
-            (job.status(), t["optimizer"], t["task"] or "-", f"{t['lr']:g}", str(t["seed"]), job.name)
-        )
+        lr = "recipe's" if t["lr"] is None else f"{t['lr']:g}"
+        rows.append((job.status(), t["optimizer"], t["task"] or "-", lr, str(t["seed"]), job.name))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 

@@ -23,7 +23,9 @@ def job_overrides(spec: SweepSpec) -> list[tuple[dict, list[str]]]:
             for lr in spec.grid(optimizer):
                 for seed in spec.seeds:
                     tags = {"optimizer": optimizer, "lr": lr, "seed": seed, "task": task}
-                    overrides = [f"optimizer={optimizer}", f"optimizer.lr={lr!r}", f"seed={seed}"]
+                    overrides = [f"optimizer={optimizer}", f"seed={seed}"]
+                    if lr is not None:
+                        overrides.insert(1, f"optimizer.lr={lr!r}")
                     if task is not None:
                         overrides.append(f"task={task}")
                     if spec.experiment:

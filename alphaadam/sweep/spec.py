@@ -26,7 +26,7 @@ class SweepSpec:
     name: str
     recipe: str
     optimizers: tuple[str, ...]
-    lr: dict[str, tuple[float, ...]]
+    lr: dict[str, tuple[float | None, ...]]
     seeds: tuple[int, ...] = (0,)
     experiment: str | None = None
     tasks: tuple[str, ...] | None = None
@@ -34,7 +34,8 @@ class SweepSpec:
     gpu_hours_per_job: float | None = None
     overrides: tuple[str, ...] = field(default_factory=tuple)
 
-    def grid(self, optimizer: str) -> tuple[float, ...]:
+    def grid(self, optimizer: str) -> tuple[float | None, ...]:
+        """The learning rates to run; ``(None,)`` keeps the recipe's own."""
         try:
             return self.lr.get(optimizer) or self.lr["default"]
         except KeyError:
@@ -52,10 +53,10 @@ def parse_spec(name: str, raw: dict) -> SweepSpec:
     unknown = sorted(set(raw) - known)
     if unknown:
         _fail(name, f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    for key in ("recipe", "optimizers", "lr"):
+    for key in ("recipe", "optimizers"):
         if key not in raw:
             _fail(name, f"missing {key!r}")
-    lr = raw["lr"]
+    lr = raw.get("lr") or {"default": [None]}
     if isinstance(lr, list):
         lr = {"default": lr}
     if not isinstance(lr, dict) or not all(isinstance(v, list) and v for v in lr.values()):
@@ -65,7 +66,7 @@ def parse_spec(name: str, raw: dict) -> SweepSpec:
             name=name,
             recipe=str(raw["recipe"]),
             optimizers=tuple(raw["optimizers"]),
-            lr={k: tuple(float(x) for x in v) for k, v in lr.items()},
+            lr={k: tuple(None if x is None else float(x) for x in v) for k, v in lr.items()},
             seeds=tuple(int(s) for s in raw.get("seeds", [0])),
             experiment=raw.get("experiment"),
             tasks=tuple(raw["tasks"]) if raw.get("tasks") else None,

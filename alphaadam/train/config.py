@@ -100,6 +100,7 @@ class PretrainGPTConfig:
     experiment: str = MISSING
     seed: int = 0
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    lowrank_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # GaLore and LDAdam
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: dict[str, Any] = field(default_factory=dict)

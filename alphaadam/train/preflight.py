@@ -1,7 +1,7 @@
 """Checks that a run can start here, made before any long work (and before ``torchrun`` starts N
 processes that would all fail the same way).
 
-    python -m alphaadam.train.preflight pretrain_gpt experiment=gpt2_figure2 model=gpt2_355m
+    python -m alphaadam.train.preflight pretrain_gpt experiment=paper/gpt2_pretrain model=gpt2_355m
 
 composes the recipe's config with the given overrides and checks it (keys and types, optimizer
 settings), the device it asks for, and its prepared data. It prints one line and exits 0 when the
