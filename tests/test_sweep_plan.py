@@ -3,10 +3,20 @@
 import json
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from sweep_tree import make_tree
 
 from alphaadam.runs.lock import RunLock
-from alphaadam.sweep.plan import plan, select, summary
+from alphaadam.sweep.plan import (
+    JobComposer,
+    job_overrides,
+    own_value_overrides,
+    plan,
+    select,
+    skipped_optimizers,
+    summary,
+)
 from alphaadam.sweep.spec import load_spec
 
 
@@ -91,3 +101,43 @@ def test_bad_specs_say_what_is_wrong(tree, updates, message):
 def test_unknown_sweep_lists_the_known_ones(tree):
     with pytest.raises(ValueError, match="available: study"):
         load_spec(tree / "configs", "studdy")
+
+
+@pytest.mark.parametrize(
+    "extra, shared",
+    [
+        ([], 4),  # one composition per (optimizer, task); lr and seed applied to copies
+        (["steps=7"], 4),
+        (["optimizer.lr=0.5"], 0),  # sets a job's own key again: each job is composed by Hydra
+        (["+optimizer.eps=1e-6", "seed=3"], 0),
+    ],
+)
+def test_shared_composition_gives_the_config_hydra_composes(tree, extra, shared):
+    spec = load_spec(tree / "configs", "study")
+    with initialize_config_dir(config_dir=str(tree / "configs"), version_base=None):
+        composer = JobComposer("toy")
+        for tags, overrides in job_overrides(spec):
+            overrides = [*overrides, *extra]
+            fast = composer(overrides, own_value_overrides(tags))
+            assert OmegaConf.to_container(fast) == OmegaConf.to_container(compose("toy", overrides))
+    assert len(composer.shared) == shared
+
+
+def test_optimizers_the_library_lacks_are_named_and_left_out(tree, capsys):
+    (tree / "configs" / "sweep" / "more.yaml").write_text(
+        "recipe: toy\nexperiment: study\noptimizers: [adamw, lion, cadamw]\nlr: [1.0e-3]\nseeds: [0]\n"
+    )
+    spec = load_spec(tree / "configs", "more")
+    assert skipped_optimizers(spec, tree / "configs") == {
+        "lion": "not in the optimizer registry",
+        "cadamw": "no configs/optimizer/cadamw.yaml",
+    }
+    jobs = plan(spec, tree / "configs", tree / "recipes")
+    assert [j.tags["optimizer"] for j in jobs] == ["adamw"]
+
+
+def test_gpu_hours_can_be_given_per_task(tree):
+    jobs = jobs_of(tree, gpu_hours_per_job={"default": 0.25, "mrpc": 1.0})
+    hours = {(j.tags["task"], j.gpu_hours) for j in jobs}
+    assert hours == {("rte", 0.25), ("mrpc", 1.0)}
+    assert summary(jobs).endswith("~12 GPU-hours in all")  # 10 jobs per task x (0.25 + 1.0)

@@ -64,7 +64,7 @@ def load_launcher(config_dir: Path, name: str, updates: dict) -> dict:
 
 
 def plan_study(args) -> tuple:
-    from alphaadam.sweep.plan import plan
+    from alphaadam.sweep.plan import plan, skipped_optimizers
     from alphaadam.sweep.spec import load_spec
 
     parsed = parse_tokens(args.tokens)
@@ -78,6 +78,8 @@ def plan_study(args) -> tuple:
         jobs = plan(spec, config_dir, Path(args.recipes_dir), parsed["overrides"])
     except ValueError as err:
         raise UserError(str(err)) from None
+    for name, reason in skipped_optimizers(spec, config_dir).items():
+        print(f"skipped: {name} ({reason}); its jobs are left out")
     return parsed, spec, jobs
 
 

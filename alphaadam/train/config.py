@@ -110,6 +110,92 @@ class PretrainGPTConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
 
+# ---- recipes/finetune_glue.py ----------------------------------------------------------------------
+
+
+@dataclass
+class HFModelConfig:
+    name: str = MISSING  # short name for run labels and result.json, e.g. "roberta_base"
+    path: str = MISSING  # a Hugging Face hub id, or a local directory (model and tokenizer files)
+    revision: str | None = None  # hub commit, branch or tag; None: "main"
+    dropout: float | None = None  # hidden and attention dropout; None: the checkpoint's
+    classifier_dropout: float | None = None  # the classification head's; None: the checkpoint's
+
+
+@dataclass
+class GlueTaskConfig:
+    name: str = MISSING  # what result.json's identity.task records, e.g. "rte"
+    hub_config: str = MISSING  # configuration of the dataset repository, e.g. "rte"
+    text_columns: list[str] = MISSING  # one column (single sentence) or two (a pair)
+    label_column: str = "label"
+    num_labels: int = MISSING  # 1 for regression
+    regression: bool = False
+    metrics: list[str] = MISSING  # recorded at every evaluation
+    main_metric: str = MISSING  # picks the best evaluation (metrics.best)
+    train_split: str = "train"
+    eval_splits: list[str] = field(default_factory=lambda: ["validation"])
+    batch_size: int = MISSING  # examples per optimizer step
+
+
+@dataclass
+class GlueDataConfig:
+    hub_id: str = "nyu-mll/glue"
+    revision: str | None = None  # dataset repository commit; None: "main"
+    path: str | None = None  # local files instead of the hub (see alphaadam/data/glue.py)
+    max_length: int = 512  # tokens per example (pair included); longer inputs are truncated
+    pad_to_multiple_of: int | None = 8  # dynamic padding rounded up to this (tensor-core friendly)
+    max_train_samples: int | None = None  # use the first N training examples (smoke tests)
+    max_eval_samples: int | None = None  # and the first N of each evaluation split
+
+
+@dataclass
+class FinetuneTrainerConfig:
+    epochs: int = MISSING
+    micro_batch_size: int | None = None  # examples per forward pass; None: the whole batch
+    eval_batch_size: int = 64
+    eval_every: int = 0  # steps; 0: at the end of each epoch only (always at the end of each epoch)
+    grad_clip: float = 1.0  # 0 disables clipping (the norm is still logged)
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = (
+        "auto"  # auto (bf16 on GPUs that have it, else fp16; fp32 on CPU) | float32 | bfloat16 | float16
+    )
+    compile: bool = False  # torch.compile the model
+    log_every: int = 10
+    mask_stats_every: int = 0  # 0: never; else alpha and mask density per tensor every N steps
+    checkpoint_every: int = 0  # steps; 0: at the end of each epoch only
+    keep_checkpoint: bool = False  # keep checkpoint.pt after the run ends (it is only needed to resume)
+    max_loss: float = 20.0  # a training loss above this (or NaN/inf) ends the run as "diverged"
+    progress: str = "auto"  # auto (a bar on a terminal, else lines) | bar | lines | none
+    peak_flops: float | None = None  # per device, for MFU; None: looked up from the GPU's name
+
+
+@dataclass
+class FinetuneGlueConfig:
+    experiment: str = MISSING
+    seed: int = 0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    lowrank_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # GaLore and LDAdam
+    model: HFModelConfig = field(default_factory=HFModelConfig)
+    task: GlueTaskConfig = field(default_factory=GlueTaskConfig)
+    data: GlueDataConfig = field(default_factory=GlueDataConfig)
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    trainer: FinetuneTrainerConfig = field(default_factory=FinetuneTrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# The schema of each recipe's entry config (configs/<recipe>.yaml).
+SCHEMAS = {"pretrain_gpt": PretrainGPTConfig, "finetune_glue": FinetuneGlueConfig}
+
+
+def schema_for(recipe: str) -> type:
+    try:
+        return SCHEMAS[recipe]
+    except KeyError:
+        raise ConfigError(f"no config schema for recipe {recipe!r}; known: {', '.join(SCHEMAS)}") from None
+
+
 CHOICES = {
     "scheduler.name": ("cosine", "linear", "constant"),
     "trainer.device": ("auto", "cpu", "cuda"),
@@ -129,6 +215,14 @@ LOWER_BOUNDS = {
     "trainer.mask_stats_every": 0,
     "trainer.grad_clip": 0,
     "model.block_size": 1,
+    "trainer.epochs": 1,
+    "trainer.eval_batch_size": 1,
+    "task.batch_size": 1,
+    "task.num_labels": 1,
+    "data.max_length": 4,
+    "data.pad_to_multiple_of": 1,
+    "data.max_train_samples": 1,
+    "data.max_eval_samples": 1,
 }
 
 

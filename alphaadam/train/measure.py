@@ -94,7 +94,7 @@ class Throughput:
     The first step of a session is not counted: it pays for compilation and warm-up."""
 
     def __init__(self):
-        self.total_s = self.total_tokens = self.steps = 0
+        self.total_s = self.total_tokens = self.total_samples = self.steps = 0
         self.window_s = self.window_tokens = 0
         self._skip_first = True
         self._t0 = None
@@ -102,14 +102,15 @@ class Throughput:
     def start(self) -> None:
         self._t0 = time.perf_counter()
 
-    def stop(self, tokens: int) -> float:
-        """End a timed step of ``tokens`` tokens; returns its duration."""
+    def stop(self, tokens: int, samples: int = 0) -> float:
+        """End a timed step of ``tokens`` tokens (and ``samples`` examples); returns its duration."""
         dt = time.perf_counter() - self._t0
         if self._skip_first:
             self._skip_first = False
             return dt
         self.total_s += dt
         self.total_tokens += tokens
+        self.total_samples += samples
         self.steps += 1
         self.window_s += dt
         self.window_tokens += tokens
@@ -126,4 +127,7 @@ class Throughput:
             return {}
         tokens_per_s = self.total_tokens / self.total_s
         mfu = flops_per_token * tokens_per_s / world_size / peak if peak else None
-        return {"tokens_per_s": tokens_per_s, "step_time_s": self.total_s / self.steps, "mfu": mfu}
+        speed = {"tokens_per_s": tokens_per_s, "step_time_s": self.total_s / self.steps, "mfu": mfu}
+        if self.total_samples:
+            speed["samples_per_s"] = self.total_samples / self.total_s
+        return speed

@@ -1,11 +1,20 @@
 """Checks that a run can start here, made before any long work (and before ``torchrun`` starts N
-processes that would all fail the same way).
+processes, or a sweep starts hundreds of jobs, that would all fail the same way).
 
     python -m alphaadam.train.preflight pretrain_gpt experiment=paper/gpt2_pretrain model=gpt2_355m
+    python -m alphaadam.train.preflight finetune_glue experiment=paper/glue_roberta task=glue/rte
+    python -m alphaadam.train.preflight --sweep experiment=paper/glue_roberta \
+        [sweep.KEY=V] [OVERRIDE ...] [--dry-run]
 
-composes the recipe's config with the given overrides and checks it (keys and types, optimizer
-settings), the device it asks for, and its prepared data. It prints one line and exits 0 when the
-run can start, or prints what is missing (with the command that fixes it) and exits 2.
+The first two forms compose the recipe's config with the given overrides and check it (keys and
+types, optimizer settings), the device it asks for, and what it reads: GPT-2 pretraining its
+prepared token files; GLUE fine-tuning its model and tokenizer (local, cached, or fetched from the
+hub) and its task's dataset (loaded once, so that it is in the cache for the jobs). ``--sweep`` takes
+the arguments of ``alphaadam sweep``: it checks the config of one job per optimizer and task of the
+study, and the device, model and data once per task; with ``--dry-run`` only the configs (no GPU,
+model or data needed, so the plan of a GPU study can be printed anywhere). It prints one line per
+check and exits 0 when everything can start, or prints what is missing (and how to fix it) and
+exits 2.
 """
 
 from __future__ import annotations
@@ -15,11 +24,13 @@ import sys
 import torch
 from omegaconf import DictConfig
 
+from alphaadam.data.glue import DataUnavailable, GlueTask, load_splits
 from alphaadam.data.tokens import DataMissing, TokenData, is_prepared
-from alphaadam.train.config import ConfigError, compose, validate
+from alphaadam.models.hf import ModelUnavailable, check_available
+from alphaadam.train.config import CONFIG_DIR, ConfigError, compose, schema_for, validate
 from alphaadam.train.distributed import DeviceUnavailable, resolve_device
 
-STOPS = (ConfigError, DataMissing, DeviceUnavailable)
+STOPS = (ConfigError, DataMissing, DeviceUnavailable, DataUnavailable, ModelUnavailable)
 
 
 def check_data(cfg: DictConfig) -> None:
@@ -30,14 +41,85 @@ def check_data(cfg: DictConfig) -> None:
     TokenData.open(data.dir, prepare_hint=data.get("prepare", ""))  # raises DataMissing, with the hint
 
 
-def preflight(cfg: DictConfig) -> str:
-    """Validate ``cfg``, its device and its data; returns a one-line summary or raises a STOPS error."""
-    typed = validate(cfg)
+def _where(device: torch.device) -> str:
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    return f"{gpus} GPU(s)" if gpus else "CPU"
+
+
+def _pretrain_gpt(typed: DictConfig, resources: bool, checked: set) -> str:
+    if not resources:
+        return f"config ok: {typed.model.name} / {typed.optimizer.name}"
     device = resolve_device(typed.trainer.device)
     check_data(typed)
-    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
-    where = f"{gpus} GPU(s)" if gpus else "CPU"
-    return f"ready: {typed.model.name} / {typed.optimizer.name} on {where}, data in {typed.data.dir}"
+    return f"ready: {typed.model.name} / {typed.optimizer.name} on {_where(device)}, data in {typed.data.dir}"
+
+
+def _finetune_glue(typed: DictConfig, resources: bool, checked: set) -> str:
+    task = GlueTask.from_config(typed.task)
+    name = f"{typed.model.name} / {task.name} / {typed.optimizer.name}"
+    if not resources:
+        return f"config ok: {name}"
+    device = resolve_device(typed.trainer.device)
+    model = (typed.model.path, typed.model.revision)
+    if model not in checked:  # once per model: the config and tokenizer files, cached if need be
+        check_available(*model)
+        checked.add(model)
+    d = typed.data
+    splits = load_splits(
+        task,
+        hub_id=d.hub_id,
+        revision=d.revision,
+        path=d.path,
+        max_train_samples=d.max_train_samples,
+        max_eval_samples=d.max_eval_samples,
+    )
+    sizes = ", ".join(f"{split} {len(data):,}" for split, data in splits.items())
+    source = d.path or f"{d.hub_id}@{(d.revision or 'main')[:7]}"
+    return f"ready: {name} on {_where(device)}; model {typed.model.path}; data {source} ({sizes})"
+
+
+CHECKS = {"pretrain_gpt": _pretrain_gpt, "finetune_glue": _finetune_glue}
+
+
+def preflight(
+    cfg: DictConfig, recipe: str = "pretrain_gpt", resources: bool = True, checked: set | None = None
+) -> str:
+    """Validate ``cfg`` (the config of ``recipe``) and, with ``resources``, its device and what it
+    reads; returns a one-line summary or raises a STOPS error. ``checked`` remembers the models
+    already checked across calls."""
+    if recipe not in CHECKS:
+        raise ConfigError(f"no preflight checks for recipe {recipe!r}; known: {', '.join(CHECKS)}")
+    typed = validate(cfg, schema_for(recipe))
+    return CHECKS[recipe](typed, resources, set() if checked is None else checked)
+
+
+def preflight_sweep(tokens: list[str], resources: bool = True) -> list[str]:
+    """The checks of a study: ``tokens`` as ``alphaadam sweep`` takes them (flags left out)."""
+    from alphaadam.sweep.cli import parse_tokens
+    from alphaadam.sweep.plan import job_overrides, skipped_optimizers
+    from alphaadam.sweep.spec import load_spec
+
+    parsed = parse_tokens(tokens)
+    try:
+        spec = load_spec(CONFIG_DIR, parsed["experiment"], parsed["spec_updates"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    skipped = skipped_optimizers(spec, CONFIG_DIR)
+    lines = [f"skipped: {name} ({reason})" for name, reason in skipped.items()]
+    seen_configs, seen_tasks, checked = set(), set(), set()
+    for tags, overrides in job_overrides(spec):
+        if tags["optimizer"] in skipped or (tags["optimizer"], tags["task"]) in seen_configs:
+            continue
+        seen_configs.add((tags["optimizer"], tags["task"]))
+        cfg = compose(spec.recipe, [*overrides, *parsed["overrides"]])
+        first_of_task = tags["task"] not in seen_tasks
+        seen_tasks.add(tags["task"])
+        line = preflight(cfg, spec.recipe, resources and first_of_task, checked)
+        if first_of_task or not line.startswith("config ok"):
+            lines.append(line)
+    count = len(seen_configs)
+    lines.append(f"{spec.name}: {count} configuration(s) of {len(seen_tasks)} task(s) checked")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,16 +127,24 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    config_name, overrides = argv[0], argv[1:]
+    sweep = "--sweep" in argv
+    dry_run = "--dry-run" in argv
+    tokens = [a for a in argv if not a.startswith("--")]  # sweep flags (--only-failed, ...) are not ours
+    name = "preflight" if sweep else tokens[0]
     try:
-        cfg = compose(config_name, overrides)
-        print(preflight(cfg))
+        if sweep:
+            for line in preflight_sweep(tokens, resources=not dry_run):
+                print(line, flush=True)
+            if dry_run:
+                print("--dry-run: configs checked; device, model and data not checked")
+        else:
+            print(preflight(compose(tokens[0], tokens[1:]), tokens[0], resources=not dry_run))
     except STOPS as err:
-        print(f"{config_name}: {err}", file=sys.stderr)
+        print(f"{name}: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # Hydra's errors for unknown options and bad overrides
-        if type(err).__module__.startswith(("hydra", "omegaconf")):
-            print(f"{config_name}: {str(err).strip()}", file=sys.stderr)
+    except Exception as err:  # Hydra's errors for unknown options and bad overrides; the sweep CLI's
+        if type(err).__module__.startswith(("hydra", "omegaconf", "alphaadam.errors")):
+            print(f"{name}: {str(err).strip()}", file=sys.stderr)
             return 2
         raise
     return 0

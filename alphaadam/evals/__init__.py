@@ -1,0 +1,1 @@
+"""Evaluation: GLUE metrics computed locally (scikit-learn, scipy)."""
