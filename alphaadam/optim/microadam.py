@@ -49,6 +49,7 @@ from alphaadam.optim.common import (
     check_adam_group,
     check_number,
     check_positive_int,
+    evaluate_closure,
     param_name,
     params_with_grad,
 )
@@ -154,10 +155,7 @@ class MicroAdam(KeepsStateDtypes, torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group, index, p in params_with_grad(self):
             state = self.state[p]
             if not state:
