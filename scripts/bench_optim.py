@@ -167,12 +167,12 @@ def kept_grad_bytes(optimizer, model: nn.Module, grads: list[torch.Tensor]) -> i
 
 
 def load_settings(name: str) -> dict:
-    import yaml
+    """configs/optimizer/<name>.yaml as the GPT-2 recipe composes it (betas etc. resolved), minus lr."""
+    from alphaadam.train.config import compose, optimizer_settings
 
-    path = ROOT / "configs" / "optimizer" / f"{name}.yaml"
-    settings = yaml.safe_load(path.read_text()) if path.exists() else {}
-    settings.pop("name", None)
-    settings.pop("lr", None)  # the benchmark sets its own
+    _, settings = optimizer_settings(compose("pretrain_gpt", [f"optimizer={name}"]).optimizer)
+    for key in ("lr", "weight_decay_rule"):  # the benchmark sets its own rate and groups
+        settings.pop(key, None)
     return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
 
 

@@ -35,6 +35,7 @@ from alphaadam.optim.common import (
     KeepsStateDtypes,
     check_adam_group,
     check_positive_int,
+    evaluate_closure,
     param_name,
     params_with_grad,
 )
@@ -142,10 +143,7 @@ class AdamMini(KeepsStateDtypes, torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group, _, p in params_with_grad(self):
             kind, head_dim = group["block"], group["head_dim"]
             state = self.state[p]

@@ -6,7 +6,7 @@ import torch
 
 from alphaadam.optim import kernels
 from alphaadam.optim.base import MaskedOptimizer, state_dtype
-from alphaadam.optim.common import check_betas, check_number, params_with_grad
+from alphaadam.optim.common import check_betas, check_number, evaluate_closure, params_with_grad
 from alphaadam.optim.masking import (
     agreement,
     apply_masked_update,
@@ -138,10 +138,7 @@ class AlphaAdam(MaskedOptimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         scalars, maybe_empty = {}, []
         for group, _, p in params_with_grad(self):
             state = self.state[p]

@@ -6,7 +6,7 @@ import torch
 
 from alphaadam.optim import kernels
 from alphaadam.optim.base import MaskedOptimizer
-from alphaadam.optim.common import check_number, params_with_grad
+from alphaadam.optim.common import check_number, evaluate_closure, params_with_grad
 from alphaadam.optim.masking import (
     agreement,
     apply_update,
@@ -154,10 +154,7 @@ class AlphaSGD(MaskedOptimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         scalars = {}
         for group, _, p in params_with_grad(self):
             state = self.state[p]

@@ -10,7 +10,7 @@ from alphaadam.optim.alphaadam import AlphaAdam, CAdamW
 from alphaadam.optim.alphasgd import AlphaSGD
 from alphaadam.optim.galore import build_galore
 from alphaadam.optim.ldadam import build_ldadam
-from alphaadam.optim.microadam import build_microadam
+from alphaadam.optim.microadam import MicroAdam
 from alphaadam.optim.param_groups import NamedParameters
 from alphaadam.optim.registry import register, register_class
 
@@ -111,9 +111,10 @@ register(
     source="bitsandbytes (PyPI)",
     paper="Dettmers et al. 2022, arXiv 2110.02861",
 )(build_adam8bit)
-register(
+register_class(
     "microadam",
+    MicroAdam,
     summary="MicroAdam: Adam over a window of top-k sparse gradients, 4-bit error feedback",
     source="in-project",
     paper="Modoranu et al. 2024, arXiv 2405.15593",
-)(build_microadam)
+)

@@ -59,6 +59,14 @@ def check_positive_int(name: str, value) -> None:
         raise ValueError(f"{name}={value!r} must be a positive integer")
 
 
+def evaluate_closure(closure):
+    """torch.optim's ``step(closure)`` convention: re-evaluate the loss with gradients enabled."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def params_with_grad(optimizer: torch.optim.Optimizer) -> Iterator[tuple[dict, int, torch.Tensor]]:
     """(group, index in group, parameter) for every parameter with a dense gradient."""
     for group in optimizer.param_groups:

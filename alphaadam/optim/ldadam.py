@@ -31,6 +31,7 @@ from alphaadam.optim.common import (
     check_adam_group,
     check_number,
     check_positive_int,
+    evaluate_closure,
     param_name,
     params_with_grad,
 )
@@ -240,10 +241,7 @@ class LDAdam(KeepsStateDtypes, torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group, index, p in params_with_grad(self):
             if group["lowrank"]:
                 self._lowrank_step(group, index, p)

@@ -49,6 +49,7 @@ from alphaadam.optim.common import (
     check_adam_group,
     check_number,
     check_positive_int,
+    evaluate_closure,
     param_name,
     params_with_grad,
 )
@@ -154,10 +155,7 @@ class MicroAdam(KeepsStateDtypes, torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group, index, p in params_with_grad(self):
             state = self.state[p]
             if not state:
@@ -272,32 +270,3 @@ class MicroAdam(KeepsStateDtypes, torch.optim.Optimizer):
                 )
                 count += p.numel()
         return total / count
-
-
-def build_microadam(
-    params,
-    *,
-    lr: float = 1e-3,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    weight_decay_rule: str = "ndim",
-    m: int = 10,
-    density: float = 0.01,
-    topk_block_size: int = 20864,
-    quant_block_size: int = 64,
-    alpha: float = 0.0,
-) -> MicroAdam:
-    """MicroAdam with the standard two weight-decay groups."""
-    return MicroAdam(
-        params.weight_decay_groups(weight_decay, weight_decay_rule),
-        lr=lr,
-        betas=betas,
-        eps=eps,
-        weight_decay=weight_decay,
-        m=m,
-        density=density,
-        topk_block_size=topk_block_size,
-        quant_block_size=quant_block_size,
-        alpha=alpha,
-    )
