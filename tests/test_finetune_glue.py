@@ -1,6 +1,7 @@
 """recipes/finetune_glue.py end to end on a tiny random RoBERTa and GLUE-shaped local data: each input
 kind, learning, resume, gradient accumulation, divergence, skipping, and the clear stops."""
 
+import math
 import os
 import subprocess
 import sys
@@ -248,3 +249,17 @@ def test_the_study_runs_fill_table_1(tmp_path, model_dir, data_dir):
     assert stsb.endswith("(n=1)") and cola == "—"
     paper = table[table.index(row) + 1]
     assert paper.startswith("| *paper (Δ)* | 88.97 (")  # the published number, and ours minus it
+
+
+def table_1_optimizers() -> list[str]:
+    from alphaadam.sweep.spec import load_spec
+
+    return list(load_spec(REPO / "configs", "paper/glue_roberta").optimizers)
+
+
+@pytest.mark.parametrize("optimizer", table_1_optimizers())
+def test_every_optimizer_of_the_study_fine_tunes(tmp_path, model_dir, data_dir, optimizer):
+    cfg, result = run(tmp_path, model_dir, data_dir, f"optimizer={optimizer}", "trainer.epochs=1")
+    assert result["status"] == "completed" and result["identity"]["optimizer"] == optimizer
+    assert math.isfinite(result["metrics"]["final"]["train_loss"])
+    assert result["memory"]["optimizer_state_bytes"] > 0
