@@ -11,13 +11,23 @@ from omegaconf import OmegaConf
 import recipes.pretrain_gpt as recipe
 from alphaadam.models.gpt import GPT, GPTConfig
 from alphaadam.optim import available_optimizers
-from alphaadam.train.config import CONFIG_DIR, ConfigError, build_optimizer_from_config, compose, validate
+from alphaadam.train.config import (
+    CONFIG_DIR,
+    ConfigError,
+    build_optimizer_from_config,
+    compose,
+    schema_for,
+    validate,
+)
 from alphaadam.train.schedule import LRSchedule
 from tests.pretrain_helpers import REPO
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    return sorted(
+        p.relative_to(CONFIG_DIR / group).with_suffix("").as_posix()
+        for p in (CONFIG_DIR / group).rglob("*.yaml")
+    )
 
 
 def leaf_keys(node, prefix="") -> set[str]:
@@ -28,22 +38,36 @@ def leaf_keys(node, prefix="") -> set[str]:
     return keys
 
 
+# Group options that belong to GLUE fine-tuning; scheduler and logger options serve both recipes.
+GLUE_ONLY = {"model=roberta_base", "trainer=glue", "experiment=paper/glue_roberta"}
+GLUE_ONLY |= {f"task={name}" for name in options("task")}
+
+
+def recipes_of(override: str) -> list[str]:
+    if override in GLUE_ONLY:
+        return ["finetune_glue"]
+    if override.split("=")[0] in ("scheduler", "logger"):
+        return ["pretrain_gpt", "finetune_glue"]
+    return ["pretrain_gpt"]
+
+
 @pytest.mark.parametrize(
     "override",
     [
         f"{group}={name}"
-        for group in ("model", "data", "scheduler", "trainer", "logger")
+        for group in ("model", "data", "task", "scheduler", "trainer", "logger")
         for name in options(group)
     ]
     + [f"experiment={name}" for name in options("experiment")],
 )
 def test_every_group_option_composes_validates_and_spells_out_every_key(override):
-    cfg = compose("pretrain_gpt", [override])
-    typed = validate(cfg)
-    # The YAML names every key of the schema: the run directory's hash, computed from the composed
-    # config by anyone who composes it (sweeps), covers every setting.
-    composed = OmegaConf.to_container(cfg, resolve=True)
-    assert leaf_keys(composed) == leaf_keys(OmegaConf.to_container(typed))
+    for recipe_name in recipes_of(override):
+        cfg = compose(recipe_name, [override])
+        typed = validate(cfg, schema_for(recipe_name))
+        # The YAML names every key of the schema: the run directory's hash, computed from the composed
+        # config by anyone who composes it (sweeps), covers every setting.
+        composed = OmegaConf.to_container(cfg, resolve=True)
+        assert leaf_keys(composed) == leaf_keys(OmegaConf.to_container(typed))
 
 
 def test_optimizer_files_name_registry_entries_and_build():
