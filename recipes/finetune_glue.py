@@ -34,7 +34,7 @@ from alphaadam.data.glue import (
     GlueTask,
     TrainBatches,
     eval_batches,
-    load_splits,
+    load_configured,
     micro_batches,
     tokenize,
 )
@@ -48,7 +48,7 @@ from alphaadam.train.divergence import divergence
 from alphaadam.train.measure import (
     Throughput,
     mask_stats_record,
-    optimizer_state_bytes,
+    memory_record,
     peak_flops,
     peak_memory,
     reset_peak_memory,
@@ -80,16 +80,7 @@ def identity(cfg: DictConfig) -> dict:
 
 def load_data(s: DictConfig, task: GlueTask, tokenizer) -> dict:
     """The task's splits, tokenized (no padding: batches are padded to their longest example)."""
-    d = s.data
-    splits = load_splits(
-        task,
-        hub_id=d.hub_id,
-        revision=d.revision,
-        path=d.path,
-        max_train_samples=d.max_train_samples,
-        max_eval_samples=d.max_eval_samples,
-    )
-    return tokenize(splits, tokenizer, task, d.max_length)
+    return tokenize(load_configured(task, s.data), tokenizer, task, s.data.max_length)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -235,7 +226,6 @@ def _train(cfg: DictConfig, s: DictConfig, task: GlueTask, dist) -> dict | None:
         def summary() -> dict:
             """result.json's step, metrics, timing and memory."""
             speed = throughput.summary(flops_per_token, 1, peak)
-            state_bytes = optimizer_state_bytes(optimizer)
             metrics = tracker.metrics()
             if tracker.best_step is not None:
                 metrics["best_epoch"] = round(tracker.best_step / batches.steps_per_epoch, 4)
@@ -245,12 +235,7 @@ def _train(cfg: DictConfig, s: DictConfig, task: GlueTask, dist) -> dict | None:
                 epoch=round(step / batches.steps_per_epoch, 4),
                 metrics=metrics,
                 timing={**recorder.result.get("timing", {}), "wall_s": elapsed(), **speed},
-                memory={
-                    **peak_memory(device),
-                    "optimizer_state_bytes": state_bytes,
-                    "optimizer_state_bytes_per_param": state_bytes / n_params,
-                    "params": n_params,
-                },
+                memory=memory_record(device, optimizer, n_params),
             )
 
         def save() -> None:
@@ -284,11 +269,7 @@ def _train(cfg: DictConfig, s: DictConfig, task: GlueTask, dist) -> dict | None:
                 share = len(part) / len(indices)  # the batch's mean loss, whatever the split
                 loss_sum += loss.detach() * share
                 precision.scaler.scale(loss * share).backward()
-            precision.scaler.unscale_(optimizer)  # norms and clipping see the true gradients
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
-            grad_norm = torch.nn.utils.get_total_norm(grads)
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grads_with_norm_(model.parameters(), t.grad_clip, grad_norm)
+            grad_norm = precision.unscale_and_clip(model, optimizer, t.grad_clip)  # the true gradients
             train_loss = loss_sum.item()
             if reason := divergence(train_loss, t.max_loss):
                 step += 1

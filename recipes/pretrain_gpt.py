@@ -35,7 +35,7 @@ from alphaadam.train.divergence import divergence
 from alphaadam.train.measure import (
     Throughput,
     mask_stats_record,
-    optimizer_state_bytes,
+    memory_record,
     peak_flops,
     peak_memory,
     reset_peak_memory,
@@ -229,18 +229,12 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
             speed = throughput.summary(model.flops_per_token(), dist.world_size, peak)
             if speed:
                 speed["samples_per_s"] = speed["tokens_per_s"] / block
-            state_bytes, n_params = optimizer_state_bytes(optimizer), model.num_params()
             return dict(
                 step=step,
                 tokens=step * tokens_per_step,
                 metrics=tracker.metrics(),
                 timing={**recorder.result.get("timing", {}), "wall_s": elapsed(), **speed},
-                memory={
-                    **peak_memory(dist.device),
-                    "optimizer_state_bytes": state_bytes,
-                    "optimizer_state_bytes_per_param": state_bytes / n_params,
-                    "params": n_params,
-                },
+                memory=memory_record(dist.device, optimizer, model.num_params()),
             )
 
         def save() -> None:
@@ -276,11 +270,7 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
                     _, loss = train_model(x, y)
                 loss_sum += loss.detach()
                 precision.scaler.scale(loss / accum).backward()
-            precision.scaler.unscale_(optimizer)  # norms and clipping see the true gradients
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
-            grad_norm = torch.nn.utils.get_total_norm(grads)
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grads_with_norm_(model.parameters(), t.grad_clip, grad_norm)
+            grad_norm = precision.unscale_and_clip(model, optimizer, t.grad_clip)  # the true gradients
             train_loss = (all_reduce_sum(loss_sum / accum, dist) / dist.world_size).item()
             if reason := divergence(train_loss, t.max_loss):
                 step += 1

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from alphaadam.runs.metrics import MetricsLog
-from alphaadam.runs.rundir import run_dir_for
 from alphaadam.train.config import compose
 
 GOOD = ["good", "great", "fine", "lovely", "superb", "nice"]
@@ -174,11 +172,3 @@ def quick_args(root: Path, model_dir: Path, data_dir: Path, *overrides: str) -> 
 
 def glue_config(root: Path, model_dir: Path, data_dir: Path, *overrides: str):
     return compose("finetune_glue", quick_args(root, model_dir, data_dir, *overrides))
-
-
-TIMING_KEYS = ("time_s", "tokens_per_s", "peak_bytes")
-
-
-def records(cfg) -> list[dict]:
-    """metrics.jsonl of the run, without its timing fields."""
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in MetricsLog(run_dir_for(cfg)).read()]

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alphaadam.runs.metrics import MetricsLog
-from alphaadam.runs.rundir import run_dir_for
 from alphaadam.train.config import compose
 
 REPO = Path(__file__).resolve().parents[1]
-# Measured quantities that differ between two runs of the same config (time, speed, memory).
-TIMING_KEYS = ("time_s", "tokens_per_s", "peak_bytes")
 
 
 # 20 quick steps: smaller than the tiny preset's (4 x 32 tokens per step instead of 8 x 64), for speed.
@@ -33,8 +29,3 @@ def quick_args(root: Path, data_dir: Path, *overrides: str) -> list[str]:
 def gpt_config(root: Path, data_dir: Path, *overrides: str):
     """The recipe's config for the same quick run, composed in-process."""
     return compose("pretrain_gpt", quick_args(root, data_dir, *overrides))
-
-
-def losses(cfg) -> list[dict]:
-    """metrics.jsonl of the run, without its timing fields."""
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in MetricsLog(run_dir_for(cfg)).read()]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from glue_helpers import glue_config, quick_args, records, write_glue, write_tiny_roberta
+from glue_helpers import glue_config, quick_args
 
 import recipes.finetune_glue as recipe
 from alphaadam.runs import read_result, run_dir_for
@@ -16,16 +16,7 @@ from alphaadam.runs.metrics import MetricsLog
 from alphaadam.sweep.job import Job
 from alphaadam.train.config import ConfigError
 from tests.pretrain_helpers import REPO
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_glue(tmp_path_factory.mktemp("glue"))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return write_tiny_roberta(tmp_path_factory.mktemp("tiny_roberta"))
+from tests.run_helpers import interrupt_at, records
 
 
 @pytest.fixture(autouse=True)
@@ -37,24 +28,9 @@ def quick_settings(monkeypatch):
     torch.set_num_threads(threads)
 
 
-def run(tmp_path, model_dir, data_dir, *overrides):
-    cfg = glue_config(tmp_path, model_dir, data_dir, *overrides)
+def run(tmp_path, tiny_roberta, glue_data, *overrides):
+    cfg = glue_config(tmp_path, tiny_roberta, glue_data, *overrides)
     return cfg, recipe.train(cfg)
-
-
-def interrupt_at(step: int):
-    """A stand-in for the recipe's divergence check that raises KeyboardInterrupt at ``step``."""
-    real = recipe.divergence
-    calls = {"n": 0}
-
-    def check(loss, bound):
-        calls["n"] += 1
-        if calls["n"] == step:
-            raise KeyboardInterrupt
-        return real(loss, bound)
-
-    check.real = real
-    return check
 
 
 @pytest.mark.parametrize(
@@ -66,8 +42,8 @@ def interrupt_at(step: int):
         ("mnli", {"accuracy", "accuracy_mismatched", "val_loss_mismatched"}),  # 3 classes, 2 splits
     ],
 )
-def test_each_input_kind_writes_its_metrics(tmp_path, model_dir, data_dir, task, metrics):
-    cfg, result = run(tmp_path, model_dir, data_dir, f"task=glue/{task}")
+def test_each_input_kind_writes_its_metrics(tmp_path, tiny_roberta, glue_data, task, metrics):
+    cfg, result = run(tmp_path, tiny_roberta, glue_data, f"task=glue/{task}")
     run_dir = run_dir_for(cfg)
     assert result == read_result(run_dir) and result["status"] == "completed"
     assert sorted(p.name for p in run_dir.iterdir()) == [
@@ -97,11 +73,11 @@ def test_each_input_kind_writes_its_metrics(tmp_path, model_dir, data_dir, task,
     )
 
 
-def test_a_single_sentence_task_is_learnt(tmp_path, model_dir, data_dir):
+def test_a_single_sentence_task_is_learnt(tmp_path, tiny_roberta, glue_data):
     cfg, result = run(
         tmp_path,
-        model_dir,
-        data_dir,
+        tiny_roberta,
+        glue_data,
         "task=glue/sst2",
         "trainer.epochs=6",
         "optimizer.lr=3e-3",
@@ -115,7 +91,9 @@ def test_a_single_sentence_task_is_learnt(tmp_path, model_dir, data_dir):
 
 
 @pytest.mark.parametrize("optimizer", ["ldadam", "alphaadam"])
-def test_interrupted_run_resumes_to_the_same_losses(tmp_path, model_dir, data_dir, monkeypatch, optimizer):
+def test_interrupted_run_resumes_to_the_same_losses(
+    tmp_path, tiny_roberta, glue_data, monkeypatch, optimizer
+):
     overrides = (
         "task=glue/mrpc",
         f"optimizer={optimizer}",
@@ -123,9 +101,9 @@ def test_interrupted_run_resumes_to_the_same_losses(tmp_path, model_dir, data_di
         "trainer.mask_stats_every=3",
         "trainer.keep_checkpoint=true",
     )
-    uninterrupted, _ = run(tmp_path / "a", model_dir, data_dir, *overrides)
-    resumed = glue_config(tmp_path / "b", model_dir, data_dir, *overrides)
-    monkeypatch.setattr(recipe, "divergence", interrupt_at(10))
+    uninterrupted, _ = run(tmp_path / "a", tiny_roberta, glue_data, *overrides)
+    resumed = glue_config(tmp_path / "b", tiny_roberta, glue_data, *overrides)
+    monkeypatch.setattr(recipe, "divergence", interrupt_at(recipe, 10))
     with pytest.raises(KeyboardInterrupt):
         recipe.train(resumed)
     result = read_result(run_dir_for(resumed))
@@ -140,10 +118,12 @@ def test_interrupted_run_resumes_to_the_same_losses(tmp_path, model_dir, data_di
     assert read_result(run_dir_for(resumed))["metrics"] == read_result(run_dir_for(uninterrupted))["metrics"]
 
 
-def test_gradient_accumulation_matches_one_pass(tmp_path, model_dir, data_dir):
+def test_gradient_accumulation_matches_one_pass(tmp_path, tiny_roberta, glue_data):
     common = ("task=glue/stsb", "model.dropout=0.0", "model.classifier_dropout=0.0")
-    whole, _ = run(tmp_path / "whole", model_dir, data_dir, *common)
-    parts, _ = run(tmp_path / "parts", model_dir, data_dir, *common, "trainer.micro_batch_size=3")  # 3+3+2
+    whole, _ = run(tmp_path / "whole", tiny_roberta, glue_data, *common)
+    parts, _ = run(
+        tmp_path / "parts", tiny_roberta, glue_data, *common, "trainer.micro_batch_size=3"
+    )  # 3+3+2
     a, b = records(whole), records(parts)
     assert [r["step"] for r in a] == [r["step"] for r in b]
     # Float rounding differs (each micro-batch is padded to its own longest example); the correlation
@@ -154,8 +134,8 @@ def test_gradient_accumulation_matches_one_pass(tmp_path, model_dir, data_dir):
                 assert rb[key] == pytest.approx(ra[key], rel=tolerance)
 
 
-def test_divergence_ends_the_run_and_it_is_not_rerun(tmp_path, model_dir, data_dir, capsys):
-    cfg, result = run(tmp_path, model_dir, data_dir, "task=glue/rte", "trainer.max_loss=0.01")
+def test_divergence_ends_the_run_and_it_is_not_rerun(tmp_path, tiny_roberta, glue_data, capsys):
+    cfg, result = run(tmp_path, tiny_roberta, glue_data, "task=glue/rte", "trainer.max_loss=0.01")
     assert result["status"] == "diverged" and "above trainer.max_loss=0.01" in result["error"]
     assert result["step"] == 1 and "DIVERGED at step 1" in capsys.readouterr().out
     assert not (run_dir_for(cfg) / "checkpoint.pt").exists()
@@ -164,22 +144,22 @@ def test_divergence_ends_the_run_and_it_is_not_rerun(tmp_path, model_dir, data_d
 
 
 def test_completed_run_is_skipped_and_display_settings_keep_its_directory(
-    tmp_path, model_dir, data_dir, capsys
+    tmp_path, tiny_roberta, glue_data, capsys
 ):
-    cfg, first = run(tmp_path, model_dir, data_dir, "task=glue/cola", "trainer.epochs=1")
+    cfg, first = run(tmp_path, tiny_roberta, glue_data, "task=glue/cola", "trainer.epochs=1")
     assert recipe.train(cfg) == first and "already completed, skipping" in capsys.readouterr().out
     same = glue_config(
-        tmp_path, model_dir, data_dir, "task=glue/cola", "trainer.epochs=1", "trainer.log_every=5"
+        tmp_path, tiny_roberta, glue_data, "task=glue/cola", "trainer.epochs=1", "trainer.log_every=5"
     )
     assert run_dir_for(same) == run_dir_for(cfg)
-    other = glue_config(tmp_path, model_dir, data_dir, "task=glue/cola", "trainer.epochs=1", "seed=1")
+    other = glue_config(tmp_path, tiny_roberta, glue_data, "task=glue/cola", "trainer.epochs=1", "seed=1")
     assert run_dir_for(other) != run_dir_for(cfg)
 
 
-def test_several_processes_are_refused(tmp_path, model_dir, data_dir, monkeypatch):
+def test_several_processes_are_refused(tmp_path, tiny_roberta, glue_data, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="runs on one device"):
-        recipe.train(glue_config(tmp_path, model_dir, data_dir))
+        recipe.train(glue_config(tmp_path, tiny_roberta, glue_data))
     assert not any(tmp_path.iterdir())
 
 
@@ -195,8 +175,8 @@ def cli(*args):
     )
 
 
-def test_command_line_stops_print_one_line_and_exit_2(tmp_path, model_dir, data_dir):
-    args = quick_args(tmp_path, model_dir, data_dir)
+def test_command_line_stops_print_one_line_and_exit_2(tmp_path, tiny_roberta, glue_data):
+    args = quick_args(tmp_path, tiny_roberta, glue_data)
     for extra, message in (
         (["model.path=/nonexistent/roberta-base"], "model.path=/nonexistent/roberta-base is not a directory"),
         (["+trainer.epochz=3"], "trainer.epochz"),
@@ -213,7 +193,7 @@ def test_command_line_stops_print_one_line_and_exit_2(tmp_path, model_dir, data_
     assert not any(p.name != "finetune_glue" for p in tmp_path.iterdir())
 
 
-def test_the_study_runs_fill_table_1(tmp_path, model_dir, data_dir):
+def test_the_study_runs_fill_table_1(tmp_path, tiny_roberta, glue_data):
     """Runs of experiment=paper/glue_roberta (tiny stand-ins) are what configs/report/table1_glue.yaml
     selects: each (method, task) cell is the best learning rate's mean over seeds."""
     from alphaadam.report.build import write_tables
@@ -225,8 +205,8 @@ def test_the_study_runs_fill_table_1(tmp_path, model_dir, data_dir):
     for optimizer, task, lr in studied:
         cfg = glue_config(
             runs,
-            model_dir,
-            data_dir,
+            tiny_roberta,
+            glue_data,
             "experiment=paper/glue_roberta",
             "logger=none",
             "trainer.device=cpu",
@@ -258,8 +238,8 @@ def table_1_optimizers() -> list[str]:
 
 
 @pytest.mark.parametrize("optimizer", table_1_optimizers())
-def test_every_optimizer_of_the_study_fine_tunes(tmp_path, model_dir, data_dir, optimizer):
-    cfg, result = run(tmp_path, model_dir, data_dir, f"optimizer={optimizer}", "trainer.epochs=1")
+def test_every_optimizer_of_the_study_fine_tunes(tmp_path, tiny_roberta, glue_data, optimizer):
+    cfg, result = run(tmp_path, tiny_roberta, glue_data, f"optimizer={optimizer}", "trainer.epochs=1")
     assert result["status"] == "completed" and result["identity"]["optimizer"] == optimizer
     assert math.isfinite(result["metrics"]["final"]["train_loss"])
     assert result["memory"]["optimizer_state_bytes"] > 0

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from glue_helpers import EVAL_ROWS, MAX_LENGTH, TASKS, TRAIN_ROWS, write_glue, write_tiny_roberta
+from glue_helpers import EVAL_ROWS, MAX_LENGTH, TASKS, TRAIN_ROWS
 
 from alphaadam.data.glue import (
     Collator,
@@ -26,16 +26,6 @@ from alphaadam.train.config import ConfigError, FinetuneGlueConfig, compose, val
 from tests.pretrain_helpers import REPO
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_glue(tmp_path_factory.mktemp("glue"))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return write_tiny_roberta(tmp_path_factory.mktemp("tiny_roberta"))
-
-
 def task(name: str, **changes) -> GlueTask:
     node = validate(compose("finetune_glue", [f"task=glue/{name}"]), FinetuneGlueConfig).task
     for key, value in changes.items():
@@ -44,14 +34,14 @@ def task(name: str, **changes) -> GlueTask:
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
-def test_every_local_format_loads(data_dir, name):
+def test_every_local_format_loads(glue_data, name):
     """jsonl, csv, tsv, parquet, the hub repository's parquet layout, and save_to_disk."""
     t = task(name)
-    splits = load_splits(t, path=str(data_dir))
+    splits = load_splits(t, path=str(glue_data))
     assert list(splits) == [t.train_split, *t.eval_splits]
     assert len(splits["train"]) == TRAIN_ROWS and all(len(splits[s]) == EVAL_ROWS for s in t.eval_splits)
     assert {*t.text_columns, t.label_column} <= set(splits["train"].column_names)
-    limited = load_splits(t, path=str(data_dir), max_train_samples=5, max_eval_samples=3)
+    limited = load_splits(t, path=str(glue_data), max_train_samples=5, max_eval_samples=3)
     assert len(limited["train"]) == 5 and len(limited[t.eval_splits[0]]) == 3
 
 
@@ -83,9 +73,9 @@ def test_inconsistent_task_settings_are_config_errors(changes, message):
         task("rte", **changes)
 
 
-def test_missing_local_files_name_what_is_expected(tmp_path, data_dir):
+def test_missing_local_files_name_what_is_expected(tmp_path, glue_data):
     with pytest.raises(DataUnavailable, match=r"no files for GLUE task 'qnli'; expected train\.\{parquet"):
-        load_splits(task("qnli"), path=str(data_dir))
+        load_splits(task("qnli"), path=str(glue_data))
     with pytest.raises(DataUnavailable, match="no such directory"):
         load_splits(task("rte"), path=str(tmp_path / "nowhere"))
     (tmp_path / "sst2").mkdir()
@@ -95,21 +85,21 @@ def test_missing_local_files_name_what_is_expected(tmp_path, data_dir):
         load_splits(task("sst2"), path=str(tmp_path))
 
 
-def test_tokenize_truncates_and_checks_labels(data_dir, model_dir):
-    tokenizer = load_tokenizer(str(model_dir))
+def test_tokenize_truncates_and_checks_labels(glue_data, tiny_roberta):
+    tokenizer = load_tokenizer(str(tiny_roberta))
     t = task("mrpc")
-    data = tokenize(load_splits(t, path=str(data_dir)), tokenizer, t, max_length=12)
+    data = tokenize(load_splits(t, path=str(glue_data)), tokenizer, t, max_length=12)
     row = data["train"][0]
     assert set(row) == {"input_ids", "attention_mask", "labels"}
     assert len(row["input_ids"]) <= 12 and row["input_ids"][0] == tokenizer.bos_token_id
     assert row["input_ids"].count(tokenizer.sep_token_id) >= 2  # a pair: <s> A </s></s> B </s>
     stsb = task("stsb")
-    regression = tokenize(load_splits(stsb, path=str(data_dir)), tokenizer, stsb, MAX_LENGTH)
+    regression = tokenize(load_splits(stsb, path=str(glue_data)), tokenizer, stsb, MAX_LENGTH)
     assert isinstance(regression["validation"][0]["labels"], float)
     with pytest.raises(DataUnavailable, match=r"labels \[2\] are outside 0\.\.1"):
-        tokenize(load_splits(task("mnli"), path=str(data_dir)), tokenizer, task("mnli", num_labels=2), 32)
+        tokenize(load_splits(task("mnli"), path=str(glue_data)), tokenizer, task("mnli", num_labels=2), 32)
     with pytest.raises(ConfigError, match="data.max_length=512 exceeds the tokenizer's model_max_length=64"):
-        tokenize(load_splits(t, path=str(data_dir)), tokenizer, t, max_length=512)
+        tokenize(load_splits(t, path=str(glue_data)), tokenizer, t, max_length=512)
 
 
 def test_collator_pads_each_batch_to_its_longest_row():
@@ -138,17 +128,17 @@ def test_training_order_is_a_function_of_seed_and_step():
     assert eval_batches([3, 9, 5, 9], 3) == [[1, 3, 2], [0]]  # longest first, ties by position
 
 
-def test_classifier_loads_from_a_local_directory(model_dir):
+def test_classifier_loads_from_a_local_directory(tiny_roberta):
     torch.manual_seed(0)
-    model = load_classifier(str(model_dir), num_labels=3, dropout=0.0, classifier_dropout=0.0)
+    model = load_classifier(str(tiny_roberta), num_labels=3, dropout=0.0, classifier_dropout=0.0)
     assert model.config.num_labels == 3 and model.config.hidden_dropout_prob == 0.0
     assert next(model.parameters()).dtype == torch.float32
-    regression = load_classifier(str(model_dir), num_labels=1, regression=True)
+    regression = load_classifier(str(tiny_roberta), num_labels=1, regression=True)
     assert regression.config.problem_type == "regression"
     with pytest.raises(ModelUnavailable, match="is not a directory"):
-        load_classifier(str(model_dir / "missing"), num_labels=2)
+        load_classifier(str(tiny_roberta / "missing"), num_labels=2)
     with pytest.raises(ModelUnavailable, match="cannot load the tokenizer from"):
-        load_tokenizer(str(model_dir.parent))  # a directory without model files
+        load_tokenizer(str(tiny_roberta.parent))  # a directory without model files
 
 
 OFFLINE_SCRIPT = textwrap.dedent(

@@ -19,7 +19,8 @@ from alphaadam.runs import read_result, run_dir_for
 from alphaadam.runs.metrics import MetricsLog
 from alphaadam.sweep.job import Job
 from alphaadam.train.config import compose
-from tests.pretrain_helpers import REPO, gpt_config, losses, quick_args
+from tests.pretrain_helpers import REPO, gpt_config, quick_args
+from tests.run_helpers import interrupt_at, records
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +61,6 @@ def cli(*args, timeout=120):
         timeout=timeout,
         env=subprocess_env(),
     )
-
-
-def interrupt_at(step: int):
-    """A stand-in for the recipe's divergence check that raises KeyboardInterrupt at ``step``."""
-    real = recipe.divergence
-    calls = {"n": 0}
-
-    def check(loss, bound):
-        calls["n"] += 1
-        if calls["n"] == step:
-            raise KeyboardInterrupt
-        return real(loss, bound)
-
-    check.real = real
-    return check
 
 
 def test_loss_decreases_and_the_run_directory_is_complete(tmp_path, data_dir):
@@ -131,17 +117,17 @@ def test_interrupted_run_resumes_to_the_same_losses(tmp_path, data_dir, monkeypa
     recipe.train(uninterrupted)
 
     resumed = gpt_config(tmp_path / "b", data_dir, *overrides)
-    monkeypatch.setattr(recipe, "divergence", interrupt_at(13))
+    monkeypatch.setattr(recipe, "divergence", interrupt_at(recipe, 13))
     with pytest.raises(KeyboardInterrupt):
         recipe.train(resumed)
     result = read_result(run_dir_for(resumed))
     assert result["status"] == "running" and "interrupted" in result["error"]
     assert Job("", (), run_dir_for(resumed)).status() == "interrupted"  # a sweep resumes it
-    assert max(r["step"] for r in losses(resumed)) == 12  # logged past the checkpoint at step 8
+    assert max(r["step"] for r in records(resumed)) == 12  # logged past the checkpoint at step 8
     monkeypatch.setattr(recipe, "divergence", recipe.divergence.real)
     assert recipe.train(resumed)["status"] == "completed"
     # Bitwise: training and validation losses, learning rates, gradient norms, alphas and densities.
-    assert losses(resumed) == losses(uninterrupted)
+    assert records(resumed) == records(uninterrupted)
     assert read_result(run_dir_for(resumed))["metrics"] == read_result(run_dir_for(uninterrupted))["metrics"]
 
 
@@ -165,7 +151,7 @@ def test_killed_process_resumes_to_the_same_losses(tmp_path, data_dir):
     assert recipe.train(killed)["status"] == "completed"
     uninterrupted = gpt_config(tmp_path / "a", data_dir, *overrides)
     recipe.train(uninterrupted)
-    assert losses(killed) == losses(uninterrupted)
+    assert records(killed) == records(uninterrupted)
 
 
 def test_completed_run_is_skipped(tmp_path, data_dir, capsys):
@@ -245,7 +231,7 @@ def test_other_errors_are_recorded_and_raised(tmp_path, data_dir, monkeypatch):
 def test_wandb_offline_run_has_a_deterministic_id_and_is_resumed(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = gpt_config(tmp_path, data_dir, "logger=wandb", "trainer.max_steps=4", "trainer.checkpoint_every=2")
-    monkeypatch.setattr(recipe, "divergence", interrupt_at(3))
+    monkeypatch.setattr(recipe, "divergence", interrupt_at(recipe, 3))
     with pytest.raises(KeyboardInterrupt):
         recipe.train(cfg)
     monkeypatch.setattr(recipe, "divergence", recipe.divergence.real)
@@ -279,7 +265,7 @@ def test_data_parallel_on_two_cpu_processes_matches_accumulation(tmp_path, data_
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("completed 6 steps") == 1  # rank 0 prints, the other is silent
     assert "(2 x 1 x 4 x 32)" in run.stdout
-    a, b = losses(single), losses(gpt_config(tmp_path / "two", data_dir, *common))
+    a, b = records(single), records(gpt_config(tmp_path / "two", data_dir, *common))
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for ra, rb in zip(a, b, strict=True):
         for key in ("train_loss", "val_loss"):

@@ -207,6 +207,18 @@ def load_splits(
     return splits
 
 
+def load_configured(task: GlueTask, data) -> dict:
+    """:func:`load_splits` with the settings of a recipe's ``data`` config node."""
+    return load_splits(
+        task,
+        hub_id=data.hub_id,
+        revision=data.revision,
+        path=data.path,
+        max_train_samples=data.max_train_samples,
+        max_eval_samples=data.max_eval_samples,
+    )
+
+
 # ---- tokenization and batches ----------------------------------------------------------------------
 
 

@@ -131,3 +131,14 @@ class Throughput:
         if self.total_samples:
             speed["samples_per_s"] = self.total_samples / self.total_s
         return speed
+
+
+def memory_record(device: torch.device, optimizer, n_params: int) -> dict:
+    """result.json's ``memory``: peak device memory and the optimizer state's size."""
+    state_bytes = optimizer_state_bytes(optimizer)
+    return {
+        **peak_memory(device),
+        "optimizer_state_bytes": state_bytes,
+        "optimizer_state_bytes_per_param": state_bytes / n_params,
+        "params": n_params,
+    }

@@ -25,6 +25,16 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
+    def unscale_and_clip(self, model: torch.nn.Module, optimizer, max_norm: float) -> torch.Tensor:
+        """Unscale the gradients, clip them to ``max_norm`` (0: no clipping) and return their total
+        norm before clipping. Call before ``optimizer.step()``: masked optimizers overwrite p.grad."""
+        self.scaler.unscale_(optimizer)
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        if max_norm > 0:
+            torch.nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, norm)
+        return norm
+
 
 def resolve_dtype(name: str, device: torch.device) -> str:
     """``auto``: bfloat16 on GPUs that support it, float16 on older GPUs, float32 on the CPU."""

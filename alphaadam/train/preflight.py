@@ -24,7 +24,7 @@ import sys
 import torch
 from omegaconf import DictConfig
 
-from alphaadam.data.glue import DataUnavailable, GlueTask, load_splits
+from alphaadam.data.glue import DataUnavailable, GlueTask, load_configured
 from alphaadam.data.tokens import DataMissing, TokenData, is_prepared
 from alphaadam.models.hf import ModelUnavailable, check_available
 from alphaadam.train.config import CONFIG_DIR, ConfigError, compose, schema_for, validate
@@ -65,14 +65,7 @@ def _finetune_glue(typed: DictConfig, resources: bool, checked: set) -> str:
         check_available(*model)
         checked.add(model)
     d = typed.data
-    splits = load_splits(
-        task,
-        hub_id=d.hub_id,
-        revision=d.revision,
-        path=d.path,
-        max_train_samples=d.max_train_samples,
-        max_eval_samples=d.max_eval_samples,
-    )
+    splits = load_configured(task, d)
     sizes = ", ".join(f"{split} {len(data):,}" for split, data in splits.items())
     source = d.path or f"{d.hub_id}@{(d.revision or 'main')[:7]}"
     return f"ready: {name} on {_where(device)}; model {typed.model.path}; data {source} ({sizes})"
