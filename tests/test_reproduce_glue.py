@@ -34,7 +34,7 @@ def test_make_target_checks_then_sweeps_then_reports(tmp_path):
 
     def commands(*args):
         run = subprocess.run(
-            ["make", "-n", "reproduce-glue", f"STAMP={stamp}", *args],
+            ["make", "-n", "--no-print-directory", "reproduce-glue", f"STAMP={stamp}", *args],
             cwd=REPO,
             capture_output=True,
             text=True,
