@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from alphaadam.data.tokenizer import gpt2_encoding
 from alphaadam.data.tokens import DTYPE, META_FILE, SPLITS, read_meta
+from alphaadam.hub import cause
 from alphaadam.runs.files import write_json
 
 OPENWEBTEXT = "Skylion007/openwebtext"
@@ -195,10 +196,9 @@ def prepare_openwebtext(
         from datasets import load_dataset as load
 
     def fail(err: Exception):
-        first = str(err).splitlines()[0] if str(err) else ""
         return PrepareError(
             f"could not load {OPENWEBTEXT} (revision {revision or 'main'}) from the Hugging Face hub: "
-            f"{type(err).__name__}: {first}\n"
+            f"{cause(err)}\n"
             "It needs network access (about 54 GB are downloaded into the datasets cache) with "
             "HF_DATASETS_OFFLINE and HF_HUB_OFFLINE unset. Run this command on a machine with network "
             f"access, or copy a prepared {Path(out_dir)}/ (train.bin, val.bin, meta.json) here."
