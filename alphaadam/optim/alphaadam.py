@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from alphaadam.optim import kernels
+from alphaadam.optim import kernels, native
 from alphaadam.optim.base import MaskedOptimizer, state_dtype
 from alphaadam.optim.common import check_betas, check_number, evaluate_closure, params_with_grad
 from alphaadam.optim.masking import (
     agreement,
     apply_masked_update,
     apply_update,
+    compensation_factor,
     effective_compensation,
     keep_where,
     norm_power,
@@ -63,6 +64,23 @@ def adam_unmasked_step(param, exp_avg, exp_avg_sq, lr, eps, inv_bc1, inv_bc2_sqr
     apply_update(param, u, lr, 1.0)
 
 
+class NativeBatch:
+    """The tensors of one step that share dtype and options, gathered for :mod:`alphaadam.optim.native`."""
+
+    def __init__(self):
+        self.params, self.grads, self.exp_avgs, self.exp_avg_sqs = [], [], [], []
+        self.states, self.hyper = [], []
+
+    def add(self, tensors: tuple[torch.Tensor, ...], state: dict, hyper: tuple[float, ...]) -> None:
+        param, grad, exp_avg, exp_avg_sq = tensors
+        self.params.append(param)
+        self.grads.append(grad)
+        self.exp_avgs.append(exp_avg)
+        self.exp_avg_sqs.append(exp_avg_sq)
+        self.states.append(state)
+        self.hyper.append(hyper)
+
+
 def _flat(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """1-D views when every tensor is contiguous, so that one compiled graph serves every shape."""
     if all(t.is_contiguous() for t in tensors):
@@ -88,7 +106,9 @@ class AlphaAdam(MaskedOptimizer):
         mask_strict: ``>`` (default) or ``>=`` in the mask's sign test.
         empty_mask: what a step with an all-zero mask does: ``"full"`` (the AdamW step, alpha = 1) or
             ``"skip"`` (weight decay only).
-        backend: ``"auto"``, ``"compile"`` or ``"eager"`` (see :mod:`alphaadam.optim.kernels`).
+        backend: ``"auto"``, ``"native"``, ``"compile"`` or ``"eager"`` (see
+            :mod:`alphaadam.optim.kernels`). On CPU, ``"auto"`` runs fp32/fp64 tensors through the C
+            kernels of :mod:`alphaadam.optim.native` (two calls per step for all of them).
 
     ``step()`` consumes the gradients: afterwards ``p.grad`` holds the masked direction ``M * u``
     (call ``zero_grad()`` as usual). Parameters in bf16/fp16 keep fp32 moments. With
@@ -139,18 +159,14 @@ class AlphaAdam(MaskedOptimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = evaluate_closure(closure)
-        scalars, maybe_empty = {}, []
+        scalars, maybe_empty, batches, steps = {}, [], {}, []
+        use_native = kernels.native_enabled(self.backend)
         for group, _, p in params_with_grad(self):
             state = self.state[p]
             if not state:
                 self._init_state(p, state)
-            state["step"] += 1
-            t = int(state["step"].item())
-            param, grad, exp_avg, exp_avg_sq = _flat(p, p.grad, state["exp_avg"], state["exp_avg_sq"])
-            key = (id(group), t, exp_avg.dtype, p.device)
-            if key not in scalars:
-                scalars[key] = self._step_scalars(group, t, exp_avg.dtype, p.device)
-            s = scalars[key]
+            steps.append(state["step"])
+            t = int(state["step"]) + 1
             mask, compensation = group["mask"], group["compensation"]
             # m_0 = 0, so at a tensor's first step the strict async mask is empty by construction:
             # the empty-mask rule is known without looking, and "full" is exactly an AdamW step.
@@ -158,6 +174,20 @@ class AlphaAdam(MaskedOptimizer):
             if first_full:
                 mask, compensation = "none", "none"
             compensation = effective_compensation(mask, compensation)
+            tensors = (p, p.grad, state["exp_avg"], state["exp_avg_sq"])
+            if use_native and group["alpha_norm"] == 2 and native.applies(*tensors):
+                rule = (p.dtype, mask, group["mask_strict"], compensation, group["alpha_max"])
+                batch = batches.setdefault((*rule, group["empty_mask"], first_full), NativeBatch())
+                key = (id(group), t)
+                if key not in scalars:
+                    scalars[key] = self._hyper_parameters(group, t)
+                batch.add(tensors, state, scalars[key])
+                continue
+            param, grad, exp_avg, exp_avg_sq = _flat(*tensors)
+            key = (id(group), t, exp_avg.dtype, p.device)
+            if key not in scalars:
+                scalars[key] = self._step_scalars(group, t, exp_avg.dtype, p.device)
+            s = scalars[key]
             norm = static_float(group["alpha_norm"])
             full = kernels.run(
                 adam_direction_pass,
@@ -191,8 +221,43 @@ class AlphaAdam(MaskedOptimizer):
                 state["mask_density"] = torch.zeros_like(state["mask_density"])  # the true mask was empty
             elif mask != "none" and group["empty_mask"] == "full":
                 maybe_empty.append((p, s, kept))
+        if steps:
+            torch._foreach_add_(steps, 1.0)  # one call for every tensor's counter, as torch.optim.AdamW does
+        for key, batch in batches.items():
+            self._native_step(batch, *key)
         self._apply_empty_mask_rule(maybe_empty)
         return loss
+
+    @staticmethod
+    def _hyper_parameters(group: dict, t: int) -> tuple[float, ...]:
+        """One row of :class:`NativeBatch`: ``native.HYPER_PARAMETERS``, then lr and the decay factor."""
+        beta1, beta2 = group["betas"]
+        lr = group["lr"]
+        bias_corrections = (1.0 / (1.0 - beta1**t), (1.0 - beta2**t) ** -0.5)
+        return (beta1, beta2, group["eps"], *bias_corrections, lr, 1.0 - lr * group["weight_decay"])
+
+    @staticmethod
+    def _native_step(batch, dtype, mask, strict, compensation, alpha_max, empty_mask, first_full) -> None:
+        """Both passes for a batch of tensors that share their options, in two C calls."""
+        hyper = torch.tensor(batch.hyper, dtype=torch.float64)
+        full, masked, kept = native.adam_direction_pass(
+            batch.grads, batch.exp_avgs, batch.exp_avg_sqs, hyper[:, :5], mask=mask, strict=strict
+        )
+        numel = torch.tensor([p.numel() for p in batch.params], dtype=torch.float64)
+        factor = compensation_factor(full, masked, kept, numel, compensation, "2.0", static_float(alpha_max))
+        alpha = torch.as_tensor(factor, dtype=torch.float64).expand_as(full)
+        empty = (kept == 0) & (mask != "none" and empty_mask == "full")
+        alpha = torch.where(empty, 1.0, alpha)
+        native.apply_update(batch.params, batch.grads, hyper[:, 5] * alpha, hyper[:, 6])
+        for i in empty.nonzero().flatten().tolist():
+            # Weight decay is applied; the (zero) masked direction becomes the unmasked step.
+            lr, eps, inv_bc1, inv_bc2_sqrt = hyper[i, [5, 2, 3, 4]].tolist()
+            moments = batch.exp_avgs[i], batch.exp_avg_sqs[i]
+            adam_unmasked_step(batch.params[i], *moments, lr, eps, inv_bc1, inv_bc2_sqrt)
+        # At a first_full step the true mask was empty.
+        density = torch.zeros_like(kept) if first_full else kept / numel
+        for state, a, d in zip(batch.states, alpha.float().unbind(), density.float().unbind(), strict=True):
+            state["alpha"], state["mask_density"] = a, d
 
     def _step_scalars(self, group: dict, t: int, dtype: torch.dtype, device: torch.device) -> dict:
         beta1, beta2 = group["betas"]

@@ -1,12 +1,14 @@
-"""Run the per-tensor passes eagerly or through torch.compile.
+"""Run the per-tensor passes eagerly or through torch.compile, or AlphaAdam's in C on CPU.
 
 Each pass is a plain function over tensors; string and bool options are compile-time constants, so
 torch.compile specialises one graph per option combination, dtype and rank (``dynamic=True`` keeps
 sizes and float hyper-parameters symbolic: a learning-rate schedule never recompiles).
 
-``backend``: ``"compile"`` (torch.compile; Inductor generates fused C++ on CPU and Triton on CUDA),
-``"eager"`` (the same functions op by op), or ``"auto"`` (compile, falling back to eager with a
-warning when compilation fails, e.g. without a C++ compiler). The environment variable
+``backend``: ``"native"`` (AlphaAdam's and CAdamW's C kernels, :mod:`alphaadam.optim.native`, for
+contiguous fp32/fp64 CPU tensors; every other tensor, and AlphaSGD, runs compiled), ``"compile"``
+(torch.compile; Inductor generates fused C++ on CPU and Triton on CUDA), ``"eager"`` (the same
+functions op by op), or ``"auto"`` (native where it applies, else compile; each falls back with a
+warning when it cannot be built, e.g. without a C compiler). The environment variable
 ``ALPHAADAM_BACKEND`` overrides ``"auto"``.
 """
 
@@ -18,7 +20,9 @@ from collections.abc import Callable
 
 import torch
 
-BACKENDS = ("auto", "compile", "eager")
+from alphaadam.optim import native
+
+BACKENDS = ("auto", "native", "compile", "eager")
 
 # Every option combination, dtype and None-vs-tensor argument is its own specialisation of a pass,
 # so a process that uses several optimizer configurations (a test suite, a sweep run in-process)
@@ -27,6 +31,7 @@ RECOMPILE_LIMIT = 64
 
 _compiled: dict[Callable, Callable] = {}
 _compile_broken = False
+_native_broken = False
 
 
 def resolve_backend(backend: str | None) -> str:
@@ -40,6 +45,22 @@ def resolve_backend(backend: str | None) -> str:
     return backend
 
 
+def native_enabled(backend: str) -> bool:
+    """Whether AlphaAdam's C kernels serve this backend; builds them on first use."""
+    global _native_broken
+    if backend not in ("auto", "native") or (backend == "auto" and _native_broken):
+        return False
+    try:
+        native.library()
+    except native.NativeUnavailable as err:
+        if backend == "native":
+            raise
+        _native_broken = True
+        warnings.warn(f"{err} Falling back to torch.compile.", RuntimeWarning, stacklevel=3)
+        return False
+    return True
+
+
 def run(fn: Callable, backend: str, *args, **kwargs):
     """Call ``fn`` under the resolved ``backend``."""
     global _compile_broken
@@ -50,7 +71,7 @@ def run(fn: Callable, backend: str, *args, **kwargs):
         config = torch._dynamo.config
         config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
         compiled = _compiled[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
-    if backend == "compile":
+    if backend in ("compile", "native"):
         return compiled(*args, **kwargs)
     try:
         return compiled(*args, **kwargs)
