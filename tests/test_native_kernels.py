@@ -84,6 +84,15 @@ def test_auto_backend_without_a_compiler_warns_and_falls_back(no_compiler, monke
     assert max_difference(fast, ref) < 1e-12
 
 
+def test_no_build_is_tried_when_no_tensor_fits_the_kernels(no_compiler, monkeypatch, recwarn):
+    monkeypatch.delenv("ALPHAADAM_BACKEND", raising=False)
+    (matrix,) = make_params(shapes=[(5, 4)])
+    transposed = torch.nn.Parameter(matrix.detach().t())  # e.g. CUDA, bf16 or, here, not contiguous
+    run(AlphaAdam([transposed], **ADAM), [transposed], 2)
+    assert not [w for w in recwarn if "C compiler" in str(w.message)]
+    assert not kernels._native_broken
+
+
 def test_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("ALPHAADAM_CACHE_DIR", str(tmp_path))
     native.library.cache_clear()

@@ -160,7 +160,6 @@ class AlphaAdam(MaskedOptimizer):
     def step(self, closure=None):
         loss = evaluate_closure(closure)
         scalars, maybe_empty, batches, steps = {}, [], {}, []
-        use_native = kernels.native_enabled(self.backend)
         for group, _, p in params_with_grad(self):
             state = self.state[p]
             if not state:
@@ -175,9 +174,10 @@ class AlphaAdam(MaskedOptimizer):
                 mask, compensation = "none", "none"
             compensation = effective_compensation(mask, compensation)
             tensors = (p, p.grad, state["exp_avg"], state["exp_avg_sq"])
-            if use_native and group["alpha_norm"] == 2 and native.applies(*tensors):
-                rule = (p.dtype, mask, group["mask_strict"], compensation, group["alpha_max"])
-                batch = batches.setdefault((*rule, group["empty_mask"], first_full), NativeBatch())
+            native_ok = group["alpha_norm"] == 2 and native.applies(*tensors)
+            if native_ok and kernels.native_enabled(self.backend):  # builds the C kernels on first use
+                rule = (mask, group["mask_strict"], compensation, group["alpha_max"], group["empty_mask"])
+                batch = batches.setdefault((p.dtype, (*rule, first_full)), NativeBatch())
                 key = (id(group), t)
                 if key not in scalars:
                     scalars[key] = self._hyper_parameters(group, t)
@@ -223,8 +223,8 @@ class AlphaAdam(MaskedOptimizer):
                 maybe_empty.append((p, s, kept))
         if steps:
             torch._foreach_add_(steps, 1.0)  # one call for every tensor's counter, as torch.optim.AdamW does
-        for key, batch in batches.items():
-            self._native_step(batch, *key)
+        for (_, rule), batch in batches.items():
+            self._native_step(batch, *rule)
         self._apply_empty_mask_rule(maybe_empty)
         return loss
 
@@ -237,8 +237,8 @@ class AlphaAdam(MaskedOptimizer):
         return (beta1, beta2, group["eps"], *bias_corrections, lr, 1.0 - lr * group["weight_decay"])
 
     @staticmethod
-    def _native_step(batch, dtype, mask, strict, compensation, alpha_max, empty_mask, first_full) -> None:
-        """Both passes for a batch of tensors that share their options, in two C calls."""
+    def _native_step(batch, mask, strict, compensation, alpha_max, empty_mask, first_full) -> None:
+        """Both passes for a batch of tensors that share dtype and options, in two C calls."""
         hyper = torch.tensor(batch.hyper, dtype=torch.float64)
         full, masked, kept = native.adam_direction_pass(
             batch.grads, batch.exp_avgs, batch.exp_avg_sqs, hyper[:, :5], mask=mask, strict=strict
