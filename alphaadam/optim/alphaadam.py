@@ -64,6 +64,10 @@ def adam_unmasked_step(param, exp_avg, exp_avg_sq, lr, eps, inv_bc1, inv_bc2_sqr
     apply_update(param, u, lr, 1.0)
 
 
+# A row of :class:`NativeBatch`'s hyper-parameter table: pass 1's columns first, in the C file's order.
+STEP_VALUES = (*native.HYPER_PARAMETERS, "lr", "decay")
+
+
 class NativeBatch:
     """The tensors of one step that share dtype and options, gathered for :mod:`alphaadam.optim.native`."""
 
@@ -180,7 +184,8 @@ class AlphaAdam(MaskedOptimizer):
                 batch = batches.setdefault((p.dtype, (*rule, first_full)), NativeBatch())
                 key = (id(group), t)
                 if key not in scalars:
-                    scalars[key] = self._hyper_parameters(group, t)
+                    values = self._step_values(group, t)
+                    scalars[key] = tuple(values[name] for name in STEP_VALUES)
                 batch.add(tensors, state, scalars[key])
                 continue
             param, grad, exp_avg, exp_avg_sq = _flat(*tensors)
@@ -229,52 +234,51 @@ class AlphaAdam(MaskedOptimizer):
         return loss
 
     @staticmethod
-    def _hyper_parameters(group: dict, t: int) -> tuple[float, ...]:
-        """One row of :class:`NativeBatch`: ``native.HYPER_PARAMETERS``, then lr and the decay factor."""
-        beta1, beta2 = group["betas"]
-        lr = group["lr"]
-        bias_corrections = (1.0 / (1.0 - beta1**t), (1.0 - beta2**t) ** -0.5)
-        return (beta1, beta2, group["eps"], *bias_corrections, lr, 1.0 - lr * group["weight_decay"])
-
-    @staticmethod
     def _native_step(batch, mask, strict, compensation, alpha_max, empty_mask, first_full) -> None:
         """Both passes for a batch of tensors that share dtype and options, in two C calls."""
         hyper = torch.tensor(batch.hyper, dtype=torch.float64)
+        column = dict(zip(STEP_VALUES, hyper.unbind(1), strict=True))
         full, masked, kept = native.adam_direction_pass(
-            batch.grads, batch.exp_avgs, batch.exp_avg_sqs, hyper[:, :5], mask=mask, strict=strict
+            batch.grads,
+            batch.exp_avgs,
+            batch.exp_avg_sqs,
+            hyper[:, : len(native.HYPER_PARAMETERS)],
+            mask=mask,
+            strict=strict,
         )
         numel = torch.tensor([p.numel() for p in batch.params], dtype=torch.float64)
         factor = compensation_factor(full, masked, kept, numel, compensation, "2.0", static_float(alpha_max))
         alpha = torch.as_tensor(factor, dtype=torch.float64).expand_as(full)
         empty = (kept == 0) & (mask != "none" and empty_mask == "full")
         alpha = torch.where(empty, 1.0, alpha)
-        native.apply_update(batch.params, batch.grads, hyper[:, 5] * alpha, hyper[:, 6])
+        native.apply_update(batch.params, batch.grads, column["lr"] * alpha, column["decay"])
         for i in empty.nonzero().flatten().tolist():
             # Weight decay is applied; the (zero) masked direction becomes the unmasked step.
-            lr, eps, inv_bc1, inv_bc2_sqrt = hyper[i, [5, 2, 3, 4]].tolist()
+            v = dict(zip(STEP_VALUES, hyper[i].tolist(), strict=True))
             moments = batch.exp_avgs[i], batch.exp_avg_sqs[i]
-            adam_unmasked_step(batch.params[i], *moments, lr, eps, inv_bc1, inv_bc2_sqrt)
+            adam_unmasked_step(batch.params[i], *moments, v["lr"], v["eps"], v["inv_bc1"], v["inv_bc2_sqrt"])
         # At a first_full step the true mask was empty.
         density = torch.zeros_like(kept) if first_full else kept / numel
         for state, a, d in zip(batch.states, alpha.float().unbind(), density.float().unbind(), strict=True):
             state["alpha"], state["mask_density"] = a, d
 
-    def _step_scalars(self, group: dict, t: int, dtype: torch.dtype, device: torch.device) -> dict:
+    @staticmethod
+    def _step_values(group: dict, t: int) -> dict[str, float]:
+        """The step's hyper-parameters, shared by every tensor of ``group`` at step ``t``."""
         beta1, beta2 = group["betas"]
         lr = group["lr"]
-        return self._scalars(
-            dict(
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                inv_bc1=1.0 / (1.0 - beta1**t),
-                inv_bc2_sqrt=(1.0 - beta2**t) ** -0.5,
-                lr=lr,
-                decay=1.0 - lr * group["weight_decay"],
-            ),
-            dtype,
-            device,
+        return dict(
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            inv_bc1=1.0 / (1.0 - beta1**t),
+            inv_bc2_sqrt=(1.0 - beta2**t) ** -0.5,
+            lr=lr,
+            decay=1.0 - lr * group["weight_decay"],
         )
+
+    def _step_scalars(self, group: dict, t: int, dtype: torch.dtype, device: torch.device) -> dict:
+        return self._scalars(self._step_values(group, t), dtype, device)
 
     def _apply_empty_mask_rule(self, maybe_empty: list) -> None:
         """Take the unmasked step for tensors whose mask came out empty (one device sync)."""
