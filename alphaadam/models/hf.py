@@ -14,12 +14,13 @@ from pathlib import Path
 
 import torch
 
+from alphaadam.errors import UserError
 from alphaadam.hub import cause, offline_flags
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(UserError, RuntimeError):
     """A model or tokenizer cannot be loaded; the message says how to make it available."""
 
 
