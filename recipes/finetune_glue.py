@@ -38,14 +38,11 @@ from alphaadam.data.glue import (
 from alphaadam.errors import ConfigError
 from alphaadam.evals.glue_metrics import compute
 from alphaadam.models.hf import load_classifier, load_tokenizer
-from alphaadam.runs.recorder import sigterm_as_interrupt
-from alphaadam.train import distributed
 from alphaadam.train.config import FinetuneGlueConfig, build_optimizer_from_config, validate
 from alphaadam.train.divergence import divergence
-from alphaadam.train.measure import mask_stats_record, peak_memory
 from alphaadam.train.precision import make_precision
 from alphaadam.train.schedule import LRSchedule
-from alphaadam.train.session import RunSession, run_main
+from alphaadam.train.session import RunSession, run_main, started
 from alphaadam.train.state import seed_everything
 from alphaadam.train.track import LossTracker
 
@@ -111,12 +108,8 @@ def train(cfg: DictConfig) -> dict | None:
             "finetune_glue runs on one device (RoBERTa-base at batch 32 fits one GPU); run one job per "
             "GPU instead of torchrun: the sweep's gpu_pool launcher runs several at once"
         )
-    dist = distributed.setup(settings.trainer.device)
-    try:
-        with sigterm_as_interrupt():
-            return _train(cfg, settings, task, dist)
-    finally:
-        distributed.teardown(dist)
+    with started(settings.trainer.device) as dist:
+        return _train(cfg, settings, task, dist)
 
 
 def _train(cfg: DictConfig, s: DictConfig, task: GlueTask, dist) -> dict | None:
@@ -204,39 +197,17 @@ def _train(cfg: DictConfig, s: DictConfig, task: GlueTask, dist) -> dict | None:
             evaluating = epoch_end or (t.eval_every > 0 and step % t.eval_every == 0)
             values = {}
             if step % t.log_every == 0 or evaluating:
-                values.update(
-                    train_loss=tracker.take_train(),
-                    lr=lr,
-                    grad_norm=grad_norm.item(),
-                    tokens_per_s=session.throughput.window_rate(),
-                    peak_bytes=peak_memory(device)["peak_bytes"],
-                )
+                values.update(session.step_stats(lr, grad_norm))
             if evaluating:
                 scores = evaluate(compiled, data, plans, task, collator, precision, device)
                 tracker.add_eval(step, scores)
                 values.update(scores)
                 shown = " | ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float))
                 session.write(f"step {step} (epoch {session.epoch(step):.2f}): {shown}")
-            if t.mask_stats_every and step % t.mask_stats_every == 0:
-                values.update(mask_stats_record(optimizer))
-            session.log(values)
-            if evaluating:
-                session.update()
-            if epoch_end or (t.checkpoint_every and step % t.checkpoint_every == 0):
-                session.save()
+            session.end_step(values, evaluated=evaluating, checkpoint=epoch_end)
         else:
-            session.complete(lambda result: completion_line(result, task))
+            session.complete()
     return session.result
-
-
-def completion_line(result: dict, task: GlueTask) -> str:
-    main = task.main_metric
-    final, best = result["metrics"]["final"], result["metrics"]["best"]
-    return (
-        f"completed {result['step']} steps: {main} {final.get(main, float('nan')):.4f} "
-        f"(best {best.get(main, float('nan')):.4f} at epoch {result['metrics'].get('best_epoch')}), "
-        f"{result['timing'].get('samples_per_s') or 0:,.0f} examples/s"
-    )
 
 
 if __name__ == "__main__":

@@ -23,15 +23,13 @@ from alphaadam.data.embedded import ensure_embedded
 from alphaadam.data.tokens import TokenData, TrainBatches, fixed_val_batches
 from alphaadam.errors import ConfigError
 from alphaadam.models.gpt import GPT, GPTConfig
-from alphaadam.runs.recorder import sigterm_as_interrupt
 from alphaadam.train import distributed
 from alphaadam.train.config import build_optimizer_from_config, validate
 from alphaadam.train.distributed import all_reduce_sum
 from alphaadam.train.divergence import divergence
-from alphaadam.train.measure import mask_stats_record, peak_memory
 from alphaadam.train.precision import make_precision
 from alphaadam.train.schedule import LRSchedule
-from alphaadam.train.session import RunSession, run_main
+from alphaadam.train.session import RunSession, run_main, started
 from alphaadam.train.state import seed_everything
 from alphaadam.train.track import LossTracker
 
@@ -122,12 +120,8 @@ def to_device(batch, device):
 def train(cfg: DictConfig) -> dict | None:
     """Run, resume or skip the run that ``cfg`` describes; returns its result.json record."""
     settings = validate(cfg)  # a misspelt key or a wrong type stops here, named
-    dist = distributed.setup(settings.trainer.device)
-    try:
-        with sigterm_as_interrupt():
-            return _train(cfg, settings, dist)
-    finally:
-        distributed.teardown(dist)
+    with started(settings.trainer.device) as dist:
+        return _train(cfg, settings, dist)
 
 
 def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
@@ -208,35 +202,14 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
             # -- this step's record: training stats, evaluation, alpha and mask density ---------------
             values = {}
             if step % t.log_every == 0 or step in eval_points:
-                values.update(
-                    train_loss=tracker.take_train(),
-                    lr=lr,
-                    grad_norm=grad_norm.item(),
-                    tokens_per_s=session.throughput.window_rate(),
-                    peak_bytes=peak_memory(dist.device)["peak_bytes"],
-                )
+                values.update(session.step_stats(lr, grad_norm))
             if step in eval_points:
                 values["val_loss"] = evaluate(compiled, val_batches, precision, dist)
                 tracker.add_val(step, values["val_loss"], eval_points[step])
-            if t.mask_stats_every and step % t.mask_stats_every == 0:
-                values.update(mask_stats_record(optimizer))
-            session.log(values)
-            if "val_loss" in values:
-                session.update()
-            if step == t.max_steps or (t.checkpoint_every and step % t.checkpoint_every == 0):
-                session.save()
+            session.end_step(values, evaluated=step in eval_points, checkpoint=step == t.max_steps)
         else:
-            session.complete(completion_line)
+            session.complete()
     return session.result
-
-
-def completion_line(result: dict) -> str:
-    final, best = result["metrics"]["final"], result["metrics"]["best"]
-    return (
-        f"completed {result['step']} steps: val loss {final.get('val_loss', float('nan')):.4f} "
-        f"(best {best.get('val_loss', float('nan')):.4f} at step {result['metrics']['best_step']}), "
-        f"{result['timing'].get('tokens_per_s') or 0:,.0f} tokens/s"
-    )
 
 
 if __name__ == "__main__":

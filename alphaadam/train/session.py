@@ -7,7 +7,7 @@ loop, enters :meth:`RunSession.running`::
     if (previous := session.ended()) is not None:
         return previous                               # completed or diverged before: skipped
     ...data, model, optimizer, precision, tracker...
-    with session.running(model, optimizer, precision, tracker, total_steps=..., flops_per_token=...):
+    with session.running(model, optimizer, precision, tracker, total_steps=..., ...):
         while session.step < total_steps:            # resumed at the checkpoint's step
             session.throughput.start()
             ...batches, accumulation, clipping...
@@ -15,10 +15,9 @@ loop, enters :meth:`RunSession.running`::
                 session.diverge(reason, {...}); break
             ...optimizer step...
             session.advance(tokens)
-            session.log({...})                       # metrics.jsonl, W&B, progress
-            session.save()                           # when the recipe checkpoints
+            session.end_step({...}, evaluated=...)   # metrics.jsonl, W&B, progress, checkpoint
         else:
-            session.complete(completion_line)
+            session.complete()
     return session.result
 
 The session owns what is not training: the run directory (skip a finished run, take the lock,
@@ -32,6 +31,7 @@ timing, memory). :func:`run_main` is every recipe's command line.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -42,11 +42,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from alphaadam.errors import UserError, error_line
 from alphaadam.runs.loggers import NoLogger, make_logger, wandb_run_id
-from alphaadam.runs.recorder import RunRecorder
+from alphaadam.runs.recorder import RunRecorder, sigterm_as_interrupt
+from alphaadam.train import distributed
 from alphaadam.train.distributed import Distributed, broadcast
-from alphaadam.train.measure import Throughput, memory_record, peak_flops, reset_peak_memory
+from alphaadam.train.measure import (
+    Throughput,
+    mask_stats_record,
+    memory_record,
+    peak_flops,
+    peak_memory,
+    reset_peak_memory,
+)
 from alphaadam.train.progress import Progress
 from alphaadam.train.state import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+
+@contextlib.contextmanager
+def started(device: str):
+    """This process's part of a run (one process, or one of ``torchrun``'s) on its device, with
+    SIGTERM raising KeyboardInterrupt as Ctrl-C does; torn down however the run ends."""
+    dist = distributed.setup(device)
+    try:
+        with sigterm_as_interrupt():
+            yield dist
+    finally:
+        distributed.teardown(dist)
 
 
 class RunSession:
@@ -173,9 +193,30 @@ class RunSession:
             self.logger.log(line)
         return line
 
-    def log(self, values: dict) -> None:
-        """The end of a step: its metrics line when there are ``values``, and the progress display."""
+    def step_stats(self, lr: float, grad_norm: torch.Tensor) -> dict:
+        """A logged step's training statistics: the mean training loss since the last one, the
+        learning rate, the gradient norm before clipping, tokens/s and peak memory."""
+        return dict(
+            train_loss=self.tracker.take_train(),
+            lr=lr,
+            grad_norm=grad_norm.item(),
+            tokens_per_s=self.throughput.window_rate(),
+            peak_bytes=peak_memory(self.dist.device)["peak_bytes"],
+        )
+
+    def end_step(self, values: dict, evaluated: bool = False, checkpoint: bool = False) -> None:
+        """The end of a step: alpha and mask density every ``trainer.mask_stats_every`` steps, the
+        metrics line (when there is anything to log), the progress display, the summary in
+        result.json after an evaluation, and a checkpoint when ``checkpoint`` or every
+        ``trainer.checkpoint_every`` steps."""
+        t = self.settings.trainer
+        if t.mask_stats_every and self.step % t.mask_stats_every == 0:
+            values = {**values, **mask_stats_record(self.optimizer)}
         self.progress.step(self.record(values) if values else None)
+        if evaluated:
+            self.update()
+        if checkpoint or (t.checkpoint_every and self.step % t.checkpoint_every == 0):
+            self.save()
 
     def write(self, message: str) -> None:
         """A line among the progress display's (main process only)."""
@@ -230,11 +271,22 @@ class RunSession:
         self.recorder.end("diverged", f"{reason} at step {self.step}", **self.summary())
         self.write(f"DIVERGED at step {self.step}: {reason}; status 'diverged' in {self.dir}")
 
-    def complete(self, describe: Callable[[dict], str]) -> None:
-        """End the run as completed and print ``describe(result)``, the recipe's closing line."""
+    def complete(self) -> None:
+        """End the run as completed, with a closing line: the tracker's main metric, final and best."""
         self.recorder.end("completed", None, **self.summary())
-        if self.dist.is_main:
-            self.write(f"{describe(self.recorder.result)}; {self.dir}/result.json")
+        if not self.dist.is_main:
+            return
+        r, main = self.recorder.result, self.tracker.main
+        metrics, timing = r["metrics"], r["timing"]
+        final, best = metrics["final"].get(main, math.nan), metrics["best"].get(main, math.nan)
+        at = f"epoch {metrics.get('best_epoch')}" if self.steps_per_epoch else f"step {metrics['best_step']}"
+        speed = f"{timing.get('tokens_per_s') or 0:,.0f} tokens/s"
+        if timing.get("samples_per_s"):
+            speed += f", {timing['samples_per_s']:,.0f} examples/s"
+        self.write(
+            f"completed {r['step']} steps: {main} {final:.4f} (best {best:.4f} at {at}), {speed}; "
+            f"{self.dir}/result.json"
+        )
 
     @property
     def result(self) -> dict | None:
