@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from alphaadam.errors import UserError
+from alphaadam.errors import UserError, error_line
 
 COMMAND_GROUPS = ("alphaadam.sweep.cli", "alphaadam.report.cli")
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except UserError as exc:
-        print(f"alphaadam {args.command}: error: {exc}", file=sys.stderr)
+        print(error_line(exc, f"alphaadam {args.command}: error"), file=sys.stderr)
         return 2
 
 

@@ -17,11 +17,18 @@ class ConfigError(UserError, ValueError):
 
 
 def error_line(err: BaseException, prefix: str | None = None) -> str:
-    """``err`` as one line: its message's first line (or its type's name when it has no message),
-    after ``prefix: `` when given. Errors that are not stop-errors keep their type's name in front,
-    since the message alone may not say what went wrong (``KeyError: 'x'``)."""
-    lines = str(err).strip().splitlines()
-    text = lines[0] if lines else type(err).__name__
-    if lines and not isinstance(err, UserError):
-        text = f"{type(err).__name__}: {text}"
+    """``err`` as one line, after ``prefix: `` when given: how a stop-error is printed, and how any
+    error is recorded in result.json. A stop-error's message is ours and written to be read whole
+    (its lines are joined); another error gives its type's name and its message's first line (with
+    the config key at fault when OmegaConf names one), since the message alone may not say what
+    went wrong (``KeyError: 'x'``)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if isinstance(err, UserError):
+        text = " ".join(lines) or type(err).__name__
+    else:
+        text = lines[0] if lines else ""
+        key = getattr(err, "full_key", None)
+        if key and key not in text:
+            text = f"{key}: {text}"
+        text = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return f"{prefix}: {text}" if prefix else text

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
 from alphaadam.data.glue import (
     Collator,
@@ -37,9 +39,11 @@ from alphaadam.data.glue import (
 )
 from alphaadam.errors import ConfigError
 from alphaadam.evals.glue_metrics import compute
-from alphaadam.models.hf import load_classifier, load_tokenizer
-from alphaadam.train.config import FinetuneGlueConfig, build_optimizer_from_config, validate
+from alphaadam.models.hf import check_available, load_classifier, load_tokenizer
+from alphaadam.train.config import RunSettings, TrainerSettings, build_optimizer_from_config, validate
+from alphaadam.train.distributed import device_summary, resolve_device
 from alphaadam.train.divergence import divergence
+from alphaadam.train.identity import run_identity
 from alphaadam.train.precision import make_precision
 from alphaadam.train.schedule import LRSchedule
 from alphaadam.train.session import RunSession, run_main, started
@@ -49,19 +53,98 @@ from alphaadam.train.track import LossTracker
 RECIPE = "finetune_glue"
 
 
-def identity(cfg: DictConfig) -> dict:
-    """The fields of result.json that tables select runs by (``task`` without its group prefix)."""
-    fields = {
-        "optimizer": cfg.optimizer.name,
-        "lr": cfg.optimizer.get("lr"),
-        "seed": cfg.seed,
-        "model": cfg.model.name,
-        "task": cfg.task.name,
-        "epochs": cfg.trainer.epochs,
+# -- the config schema (configs/finetune_glue.yaml and its groups are validated against it) ---------
+
+
+@dataclass
+class HFModelConfig:
+    name: str = MISSING  # short name for run labels and result.json, e.g. "roberta_base"
+    path: str = MISSING  # a Hugging Face hub id, or a local directory (model and tokenizer files)
+    revision: str | None = None  # hub commit, branch or tag; None: "main"
+    dropout: float | None = None  # hidden and attention dropout; None: the checkpoint's
+    classifier_dropout: float | None = None  # the classification head's; None: the checkpoint's
+
+
+@dataclass
+class GlueTaskConfig:
+    name: str = MISSING  # what result.json's identity.task records, e.g. "rte"
+    hub_config: str = MISSING  # configuration of the dataset repository, e.g. "rte"
+    text_columns: list[str] = MISSING  # one column (single sentence) or two (a pair)
+    label_column: str = "label"
+    num_labels: int = MISSING  # 1 for regression
+    regression: bool = False
+    metrics: list[str] = MISSING  # recorded at every evaluation
+    main_metric: str = MISSING  # picks the best evaluation (metrics.best)
+    train_split: str = "train"
+    eval_splits: list[str] = field(default_factory=lambda: ["validation"])
+    batch_size: int = MISSING  # examples per optimizer step
+
+
+@dataclass
+class GlueDataConfig:
+    hub_id: str = "nyu-mll/glue"
+    revision: str | None = None  # dataset repository commit; None: "main"
+    path: str | None = None  # local files instead of the hub (see alphaadam/data/glue.py)
+    max_length: int = 512  # tokens per example (pair included); longer inputs are truncated
+    pad_to_multiple_of: int | None = 8  # dynamic padding rounded up to this (tensor-core friendly)
+    max_train_samples: int | None = None  # use the first N training examples (smoke tests)
+    max_eval_samples: int | None = None  # and the first N of each evaluation split
+
+
+@dataclass
+class FinetuneTrainerConfig(TrainerSettings):
+    epochs: int = MISSING
+    micro_batch_size: int | None = None  # examples per forward pass; None: the whole batch
+    eval_batch_size: int = 64
+    eval_every: int = 0  # steps; 0: at the end of each epoch only (always at the end of each epoch)
+    keep_checkpoint: bool = False  # a run's checkpoint is deleted when it ends (RoBERTa-base's: ~1.5 GB)
+
+
+@dataclass
+class FinetuneGlueConfig(RunSettings):
+    model: HFModelConfig = field(default_factory=HFModelConfig)
+    task: GlueTaskConfig = field(default_factory=GlueTaskConfig)
+    data: GlueDataConfig = field(default_factory=GlueDataConfig)
+    trainer: FinetuneTrainerConfig = field(default_factory=FinetuneTrainerConfig)
+
+    LOWER_BOUNDS: ClassVar[dict] = {
+        "trainer.epochs": 1,
+        "trainer.micro_batch_size": 1,
+        "trainer.eval_batch_size": 1,
+        "trainer.eval_every": 0,
+        "task.batch_size": 1,
+        "task.num_labels": 1,
+        "data.max_length": 4,
+        "data.pad_to_multiple_of": 1,
+        "data.max_train_samples": 1,
+        "data.max_eval_samples": 1,
     }
-    if cfg.optimizer.get("rank") is not None:  # GaLore and LDAdam: a row per rank
-        fields["rank"] = cfg.optimizer.rank
-    return fields
+
+
+SCHEMA = FinetuneGlueConfig
+
+
+def identity(s: DictConfig) -> dict:
+    """The fields of result.json that tables select runs by (``task`` without its group prefix)."""
+    return run_identity(s, model=s.model.name, task=s.task.name, epochs=s.trainer.epochs)
+
+
+def preflight(s: DictConfig, resources: bool, checked: set) -> str:
+    """The device, the model and tokenizer files (local, cached or fetched from the hub; once per
+    model), and the task's dataset (loaded once, so that it is in the cache for the jobs)."""
+    task = GlueTask.from_config(s.task)
+    name = f"{s.model.name} / {task.name} / {s.optimizer.name}"
+    if not resources:
+        return f"config ok: {name}"
+    device = resolve_device(s.trainer.device)
+    model = (s.model.path, s.model.revision)
+    if model not in checked:
+        check_available(*model)
+        checked.add(model)
+    splits = load_configured(task, s.data)
+    sizes = ", ".join(f"{split} {len(data):,}" for split, data in splits.items())
+    source = s.data.path or f"{s.data.hub_id}@{(s.data.revision or 'main')[:7]}"
+    return f"ready: {name} on {device_summary(device)}; model {s.model.path}; data {source} ({sizes})"
 
 
 def load_data(s: DictConfig, task: GlueTask, tokenizer) -> dict:
@@ -101,7 +184,7 @@ def evaluate(model, data: dict, plans: dict, task: GlueTask, collator, precision
 
 def train(cfg: DictConfig) -> dict | None:
     """Run, resume or skip the run that ``cfg`` describes; returns its result.json record."""
-    settings = validate(cfg, FinetuneGlueConfig)  # a misspelt key or a wrong type stops here, named
+    settings = validate(cfg, SCHEMA)  # a misspelt key or a wrong type stops here, named
     task = GlueTask.from_config(settings.task)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(

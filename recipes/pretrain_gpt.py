@@ -14,19 +14,22 @@ completed (or diverged) run and resumes an unfinished one from its last checkpoi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 from torch.nn.parallel import DistributedDataParallel
 
 from alphaadam.data.embedded import ensure_embedded
-from alphaadam.data.tokens import TokenData, TrainBatches, fixed_val_batches
+from alphaadam.data.tokens import TokenData, TrainBatches, fixed_val_batches, is_prepared
 from alphaadam.errors import ConfigError
 from alphaadam.models.gpt import GPT, GPTConfig
 from alphaadam.train import distributed
-from alphaadam.train.config import build_optimizer_from_config, validate
-from alphaadam.train.distributed import all_reduce_sum
+from alphaadam.train.config import RunSettings, TrainerSettings, build_optimizer_from_config, validate
+from alphaadam.train.distributed import all_reduce_sum, device_summary, resolve_device
 from alphaadam.train.divergence import divergence
+from alphaadam.train.identity import run_identity
 from alphaadam.train.precision import make_precision
 from alphaadam.train.schedule import LRSchedule
 from alphaadam.train.session import RunSession, run_main, started
@@ -36,16 +39,71 @@ from alphaadam.train.track import LossTracker
 RECIPE = "pretrain_gpt"
 
 
-def identity(cfg: DictConfig) -> dict:
-    """The fields of result.json that tables select runs by."""
-    return {
-        "optimizer": cfg.optimizer.name,
-        "lr": cfg.optimizer.get("lr"),
-        "seed": cfg.seed,
-        "model": cfg.model.name,
-        "task": cfg.data.name,
-        "steps": cfg.trainer.max_steps,
+# -- the config schema (configs/pretrain_gpt.yaml and its groups are validated against it) ----------
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    n_layer: int = MISSING
+    n_head: int = MISSING
+    n_embd: int = MISSING
+    block_size: int = 1024
+    vocab_size: int | None = 50304  # None: the data's vocabulary rounded up to a multiple of 64
+    dropout: float = 0.0
+    bias: bool = False
+    lr: float = MISSING  # the learning rate the paper uses for this size (Table 5)
+    micro_batch_size: int = MISSING  # the per-device batch size the paper uses for this size
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING  # "embedded" (built on first use) or a prepared token directory's name
+    dir: str = MISSING
+    prepare: str = ""  # the command that prepares ``dir``, printed when it is missing
+
+
+@dataclass
+class TrainerConfig(TrainerSettings):
+    max_steps: int = MISSING  # optimizer steps
+    tokens_per_step: int | None = None  # None: one micro-batch per process, no accumulation
+    micro_batch_size: int = MISSING
+    eval_every: int = 0  # 0: only at eval_at_fractions (and step 0)
+    eval_batches: int = 20  # micro-batches in the fixed validation set
+    eval_at_fractions: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 1.0])
+
+
+@dataclass
+class PretrainGPTConfig(RunSettings):
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    LOWER_BOUNDS: ClassVar[dict] = {
+        "trainer.max_steps": 1,
+        "trainer.micro_batch_size": 1,
+        "trainer.eval_batches": 1,
+        "trainer.eval_every": 0,
+        "model.block_size": 1,
     }
+
+
+SCHEMA = PretrainGPTConfig
+
+
+def identity(s: DictConfig) -> dict:
+    """The fields of result.json that tables select runs by."""
+    return run_identity(s, model=s.model.name, task=s.data.name, steps=s.trainer.max_steps)
+
+
+def preflight(s: DictConfig, resources: bool, checked: set) -> str:
+    """The device and the prepared data (the embedded corpus is built on first use, so it always is)."""
+    if not resources:
+        return f"config ok: {s.model.name} / {s.optimizer.name}"
+    device = resolve_device(s.trainer.device)
+    if s.data.name != "embedded" and not is_prepared(s.data.dir):
+        TokenData.open(s.data.dir, prepare_hint=s.data.prepare)  # raises DataMissing, with the hint
+    return f"ready: {s.model.name} / {s.optimizer.name} on {device_summary(device)}, data in {s.data.dir}"
 
 
 def open_data(cfg: DictConfig, dist) -> TokenData:
@@ -119,7 +177,7 @@ def to_device(batch, device):
 
 def train(cfg: DictConfig) -> dict | None:
     """Run, resume or skip the run that ``cfg`` describes; returns its result.json record."""
-    settings = validate(cfg)  # a misspelt key or a wrong type stops here, named
+    settings = validate(cfg, SCHEMA)  # a misspelt key or a wrong type stops here, named
     with started(settings.trainer.device) as dist:
         return _train(cfg, settings, dist)
 

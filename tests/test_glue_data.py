@@ -21,13 +21,15 @@ from alphaadam.data.glue import (
     micro_batches,
     tokenize,
 )
+from alphaadam.errors import ConfigError
 from alphaadam.models.hf import ModelUnavailable, load_classifier, load_tokenizer
-from alphaadam.train.config import ConfigError, FinetuneGlueConfig, compose, validate
+from alphaadam.train.config import compose, validate
+from recipes.finetune_glue import SCHEMA
 from tests.pretrain_helpers import REPO
 
 
 def task(name: str, **changes) -> GlueTask:
-    node = validate(compose("finetune_glue", [f"task=glue/{name}"]), FinetuneGlueConfig).task
+    node = validate(compose("finetune_glue", [f"task=glue/{name}"]), SCHEMA).task
     for key, value in changes.items():
         node[key] = value
     return GlueTask.from_config(node)
@@ -145,9 +147,10 @@ OFFLINE_SCRIPT = textwrap.dedent(
     """
     from alphaadam.data.glue import DataUnavailable, GlueTask, load_splits
     from alphaadam.models.hf import ModelUnavailable, load_classifier, load_tokenizer
-    from alphaadam.train.config import FinetuneGlueConfig, compose, validate
+    from alphaadam.train.config import compose, validate
+    from recipes.finetune_glue import SCHEMA
 
-    cfg = validate(compose("finetune_glue", ["task=glue/rte"]), FinetuneGlueConfig)
+    cfg = validate(compose("finetune_glue", ["task=glue/rte"]), SCHEMA)
     try:
         load_splits(GlueTask.from_config(cfg.task), hub_id=cfg.data.hub_id, revision=cfg.data.revision)
     except DataUnavailable as err:

@@ -9,16 +9,12 @@ import torch
 from omegaconf import OmegaConf
 
 import recipes.pretrain_gpt as recipe
+from alphaadam.errors import ConfigError
 from alphaadam.models.gpt import GPT, GPTConfig
 from alphaadam.optim import available_optimizers
-from alphaadam.train.config import (
-    CONFIG_DIR,
-    ConfigError,
-    build_optimizer_from_config,
-    compose,
-    schema_for,
-    validate,
-)
+from alphaadam.paths import CONFIG_DIR
+from alphaadam.recipe import load_recipe
+from alphaadam.train.config import build_optimizer_from_config, compose, validate
 from alphaadam.train.schedule import LRSchedule
 from tests.pretrain_helpers import REPO
 
@@ -63,7 +59,7 @@ def recipes_of(override: str) -> list[str]:
 def test_every_group_option_composes_validates_and_spells_out_every_key(override):
     for recipe_name in recipes_of(override):
         cfg = compose(recipe_name, [override])
-        typed = validate(cfg, schema_for(recipe_name))
+        typed = validate(cfg, load_recipe(recipe_name).schema)
         # The YAML names every key of the schema: the run directory's hash, computed from the composed
         # config by anyone who composes it (sweeps), covers every setting.
         composed = OmegaConf.to_container(cfg, resolve=True)
@@ -77,7 +73,7 @@ def test_optimizer_files_name_registry_entries_and_build():
     for name in names:
         cfg = compose("pretrain_gpt", [f"optimizer={name}"])
         assert cfg.optimizer.name == name and name in available_optimizers()
-        optimizer = build_optimizer_from_config(model, validate(cfg).optimizer)
+        optimizer = build_optimizer_from_config(model, validate(cfg, recipe.SCHEMA).optimizer)
         assert optimizer.param_groups[0]["lr"] == cfg.model.lr
         if "betas" in cfg.optimizer:
             assert tuple(optimizer.param_groups[0]["betas"]) == (0.9, 0.95)  # the recipe's adam_betas
@@ -94,7 +90,8 @@ def test_paper_experiments_use_table5_and_the_command_line_wins():
     table3 = compose("pretrain_gpt", ["experiment=paper/ablation_gpt2"])
     assert (table3.model.name, table3.trainer.max_steps) == ("gpt2_125m", 10000)
     assert list(table3.trainer.eval_at_fractions) == [0.2, 0.4, 0.6, 1.0]
-    assert recipe.accumulation_steps(validate(table3), world_size=8) == 5  # 491520 tokens per step
+    settings = validate(table3, recipe.SCHEMA)
+    assert recipe.accumulation_steps(settings, world_size=8) == 5  # 491520 tokens per step
 
 
 @pytest.mark.parametrize(
@@ -113,15 +110,15 @@ def test_paper_experiments_use_table5_and_the_command_line_wins():
 )
 def test_config_errors_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("?", r"\?")):
-        validate(compose("pretrain_gpt", overrides))
+        validate(compose("pretrain_gpt", overrides), recipe.SCHEMA)
 
 
 def test_bad_optimizer_values_and_shapes_are_reported_at_start_up(tmp_path):
     cfg = compose("pretrain_gpt", [f"run.root={tmp_path}", "optimizer.betas=[0.9]"])
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=32))
     with pytest.raises(ConfigError, match="optimizer 'adamw' rejected its settings.*betas=\\[0.9\\]"):
-        build_optimizer_from_config(model, validate(cfg).optimizer)
-    bad_accumulation = validate(compose("pretrain_gpt", ["trainer.tokens_per_step=1000"]))
+        build_optimizer_from_config(model, validate(cfg, recipe.SCHEMA).optimizer)
+    bad_accumulation = validate(compose("pretrain_gpt", ["trainer.tokens_per_step=1000"]), recipe.SCHEMA)
     with pytest.raises(ConfigError, match="trainer.tokens_per_step=1000 is not a multiple"):
         recipe.accumulation_steps(bad_accumulation, world_size=1)
 
@@ -179,7 +176,7 @@ def test_make_targets_check_first_then_sweep_then_report(tmp_path):
     )
     lines = [line for line in run.stdout.splitlines() if not line.startswith("make[")]  # nested make
     assert lines[0].endswith(
-        "-m alphaadam.train.preflight pretrain_gpt experiment=paper/gpt2_pretrain model=gpt2_355m"
+        "-m alphaadam.preflight pretrain_gpt experiment=paper/gpt2_pretrain model=gpt2_355m"
     )
     assert lines[1].endswith("alphaadam sweep experiment=paper/gpt2_pretrain model=gpt2_355m --dry-run")
     assert "tables figures" in lines[2]
@@ -193,7 +190,7 @@ def test_preflight_stops_without_a_gpu_or_data():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def preflight(*overrides):
-        cmd = [sys.executable, "-m", "alphaadam.train.preflight", "pretrain_gpt", *overrides]
+        cmd = [sys.executable, "-m", "alphaadam.preflight", "pretrain_gpt", *overrides]
         return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
 
     if not torch.cuda.is_available():

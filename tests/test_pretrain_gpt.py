@@ -15,7 +15,7 @@ import recipes.pretrain_gpt as recipe
 from alphaadam.data.embedded import ensure_embedded
 from alphaadam.data.tokens import DataMissing
 from alphaadam.models.gpt import GPT
-from alphaadam.runs import read_result, run_dir_for
+from alphaadam.runs import read_result, run_dir_for, variant_hash
 from alphaadam.runs.loggers import wandb_run_id
 from alphaadam.runs.metrics import MetricsLog
 from alphaadam.sweep.job import Job
@@ -100,6 +100,7 @@ def test_loss_decreases_and_the_run_directory_is_complete(tmp_path, data_dir):
         "model": "tiny",
         "task": "embedded",
         "steps": 60,
+        "variant": variant_hash(cfg),
     }
     metrics = result["metrics"]
     assert metrics["final"]["val_loss"] == val[-1] and metrics["best"]["val_loss"] == min(val)

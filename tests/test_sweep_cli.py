@@ -15,8 +15,12 @@ def tree(tmp_path, monkeypatch):
     return tree
 
 
+# The toy tree's own folders (the defaults are the repository's configs/ and recipes/).
+DIRS = ["--config-dir", "configs", "--recipes-dir", "recipes"]
+
+
 def sweep(*tokens):
-    return main(["sweep", "experiment=study", *tokens])
+    return main(["sweep", *DIRS, "experiment=study", *tokens])
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tree, capsys):
@@ -45,7 +49,7 @@ def test_inline_sweep_runs_skips_and_reruns_failures(tree, capsys):
     )
     assert "; 1 to run" in capsys.readouterr().out
 
-    assert main(["status", "experiment=study", "sweep.tasks=null", "sweep.seeds=[0]"]) == 0
+    assert main(["status", *DIRS, "experiment=study", "sweep.tasks=null", "sweep.seeds=[0]"]) == 0
     assert "study study: 4 completed, 1 failed" in capsys.readouterr().out
 
 
@@ -72,4 +76,4 @@ def test_bad_requests_are_one_line_errors(tree, capsys):
     assert "launcher gpu_pool has no option gpus" in capsys.readouterr().err
     os.chdir(tree / "recipes")
     assert sweep() == 2
-    assert "run from the repository root" in capsys.readouterr().err
+    assert "no config directory configs: pass --config-dir" in capsys.readouterr().err

@@ -38,9 +38,10 @@ from typing import Any
 
 import yaml
 
+from alphaadam.paths import CONFIG_DIR
 from alphaadam.report.errors import SpecError
 
-SPEC_DIR = Path("configs/report")
+SPEC_DIR = CONFIG_DIR / "report"
 DEFAULT_RUNS_ROOT = "results/runs"
 DEFAULT_OUT_DIR = "results/paper"
 DEFAULT_REFERENCE_FILE = "results/reference/paper_numbers.yaml"

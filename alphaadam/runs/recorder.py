@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from alphaadam.errors import error_line
 from alphaadam.runs.files import write_text
 from alphaadam.runs.lock import RunLock
 from alphaadam.runs.metrics import MetricsLog
@@ -32,11 +33,6 @@ from alphaadam.runs.result import new_result, read_result, write_result
 from alphaadam.runs.rundir import CHECKPOINT_FILE, CONFIG_FILE, config_hash, run_dir_for
 
 SKIPPED_STATUSES = ("completed", "diverged")
-
-
-def _error_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 class RunRecorder:
@@ -94,14 +90,14 @@ class RunRecorder:
             status = self.result.get("status", "completed") if self.result else "completed"
         except torch.OutOfMemoryError as err:
             status = "oom"
-            self.end("oom", _error_line(err))
+            self.end("oom", error_line(err))
             if self.is_main:
-                print(f"run ended: out of memory ({_error_line(err)}); status oom in {self.dir}", flush=True)
+                print(f"run ended: out of memory ({error_line(err)}); status oom in {self.dir}", flush=True)
         except KeyboardInterrupt:
             self.update(error="interrupted (KeyboardInterrupt or SIGTERM); run the same command to resume")
             raise
         except BaseException as err:
-            self.end("failed", _error_line(err))
+            self.end("failed", error_line(err))
             raise
         finally:
             for callback in reversed(self._on_exit):

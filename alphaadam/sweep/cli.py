@@ -19,9 +19,8 @@ from pathlib import Path
 import yaml
 
 from alphaadam.errors import UserError
+from alphaadam.paths import CONFIG_DIR, RECIPES_DIR
 
-DEFAULT_CONFIG_DIR = "configs"
-DEFAULT_RECIPES_DIR = "recipes"
 LAUNCHERS = ("local", "inline", "gpu_pool", "slurm")
 
 
@@ -70,9 +69,7 @@ def plan_study(args) -> tuple:
     parsed = parse_tokens(args.tokens)
     config_dir = Path(args.config_dir)
     if not config_dir.is_dir():
-        raise UserError(
-            f"no config directory {config_dir}: run from the repository root or pass --config-dir"
-        )
+        raise UserError(f"no config directory {config_dir}: pass --config-dir a folder shaped like configs/")
     try:
         spec = load_spec(config_dir, parsed["experiment"], parsed["spec_updates"])
         jobs = plan(spec, config_dir, Path(args.recipes_dir), parsed["overrides"])
@@ -185,9 +182,13 @@ def _common(parser) -> None:
         "tokens", nargs="*", metavar="KEY=VALUE", help="experiment=NAME, sweep.*, launcher.*, overrides"
     )
     parser.add_argument(
-        "--config-dir", default=DEFAULT_CONFIG_DIR, help="Hydra config directory (default configs)"
+        "--config-dir",
+        default=str(CONFIG_DIR),
+        help="Hydra config directory (default: the repository's configs/)",
     )
-    parser.add_argument("--recipes-dir", default=DEFAULT_RECIPES_DIR, help="recipe scripts (default recipes)")
+    parser.add_argument(
+        "--recipes-dir", default=str(RECIPES_DIR), help="recipe modules (default: the repository's recipes/)"
+    )
 
 
 def register(subparsers) -> None:

@@ -10,6 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from alphaadam.errors import ConfigError
+from alphaadam.recipe import load_recipe
 from alphaadam.runs import run_dir_for
 from alphaadam.sweep.job import Job
 from alphaadam.sweep.spec import SweepSpec
@@ -90,9 +92,10 @@ def skipped_optimizers(spec: SweepSpec, config_dir: Path) -> dict[str, str]:
 def plan(spec: SweepSpec, config_dir: Path, recipes_dir: Path, extra_overrides: list[str] = ()) -> list[Job]:
     """Every job of the sweep; each composed exactly as its recipe will compose it. Jobs of the
     optimizers that :func:`skipped_optimizers` names are left out."""
-    script = Path(recipes_dir) / f"{spec.recipe}.py"
-    if not script.exists():
-        raise ValueError(f"sweep {spec.name!r}: recipe script {script} does not exist")
+    try:
+        script = load_recipe(spec.recipe, recipes_dir).script
+    except ConfigError as err:
+        raise ValueError(f"sweep {spec.name!r}: {err}") from None
     skipped = skipped_optimizers(spec, config_dir)
     jobs = []
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):

@@ -49,6 +49,12 @@ def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.devic
     return torch.device("cpu")
 
 
+def device_summary(device: torch.device) -> str:
+    """What a run would use here, for preflight lines: "2 GPU(s)" or "CPU"."""
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    return f"{gpus} GPU(s)" if gpus else "CPU"
+
+
 def setup(preference: str = "auto") -> Distributed:
     """Join the process group when started by ``torchrun`` with several processes."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

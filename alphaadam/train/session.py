@@ -43,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from alphaadam.errors import UserError, error_line
 from alphaadam.runs.loggers import NoLogger, make_logger, wandb_run_id
 from alphaadam.runs.recorder import RunRecorder, sigterm_as_interrupt
+from alphaadam.runs.rundir import variant_hash
 from alphaadam.train import distributed
 from alphaadam.train.distributed import Distributed, broadcast
 from alphaadam.train.measure import (
@@ -72,14 +73,16 @@ def started(device: str):
 class RunSession:
     """One run of one config, from the skip check to its end (see the module docstring).
 
-    ``settings`` is the validated config; the session reads its ``experiment``, ``seed``,
-    ``logger``, ``run.label`` and ``trainer`` (``progress``, ``peak_flops``, ``keep_checkpoint``).
+    ``settings`` is the validated config: the session reads the keys every recipe has
+    (:class:`~alphaadam.train.config.RunSettings`). ``identity`` is the recipe's ``identity()``;
+    the session adds ``variant`` (:func:`~alphaadam.runs.rundir.variant_hash`).
     While running, ``step`` is the number of optimizer steps taken and ``tokens`` the tokens they
     saw; both are restored from the checkpoint when resuming.
     """
 
     def __init__(self, cfg: DictConfig, settings: DictConfig, recipe: str, identity: dict, dist: Distributed):
         self.cfg, self.settings, self.dist = cfg, settings, dist
+        identity = {**identity, "variant": variant_hash(cfg)}  # configurations never merge in tables
         self.recorder = RunRecorder(cfg, recipe, identity, None, is_main=dist.is_main)
         self.dir = self.recorder.dir
         self.step = self.tokens = 0
@@ -144,7 +147,7 @@ class RunSession:
             self.recorder.on_exit(lambda status: self.progress.close())
             reset_peak_memory(device)
             yield self
-            if not s.trainer.get("keep_checkpoint", True):  # ended: the checkpoint was only there to resume
+            if not s.trainer.keep_checkpoint:  # ended: the checkpoint was only there to resume
                 self.recorder.checkpoint_path.unlink(missing_ok=True)
             final = self.tracker.metrics()["final"]
             numbers = {k: v for k, v in final.items() if isinstance(v, (int, float))}
