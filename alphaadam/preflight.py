@@ -33,9 +33,7 @@ from alphaadam.sweep.spec import load_spec
 from alphaadam.train.config import compose, validate
 
 
-def preflight(
-    cfg: DictConfig, recipe: str = "pretrain_gpt", resources: bool = True, checked: set | None = None
-) -> str:
+def preflight(cfg: DictConfig, recipe: str, resources: bool = True, checked: set | None = None) -> str:
     """Validate ``cfg`` (the config of ``recipe``) and, with ``resources``, what the recipe's own
     ``preflight()`` checks (its device and what it reads); returns a one-line summary or raises a
     stop-error. ``checked`` remembers what is already checked across calls (models, ...)."""

@@ -26,7 +26,7 @@ def run_inline(
     statuses = {}
     if not jobs:
         return statuses
-    found = load_recipe(recipe, Path(jobs[0].script).parent)
+    train = load_recipe(recipe, Path(jobs[0].script).parent).declared("train")  # none: stops here, named
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
         for job in jobs:
             progress.started(job.name)
@@ -35,7 +35,7 @@ def run_inline(
             code = 0
             with open(job.run_dir / LOG_FILE, "a") as log, redirect_stdout(log), redirect_stderr(log):
                 try:
-                    found.train(cfg)
+                    train(cfg)
                 except Exception:  # the recipe has recorded the failure; the sweep goes on
                     traceback.print_exc()
                     code = 1
