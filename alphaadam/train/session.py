@@ -159,6 +159,11 @@ class RunSession:
         checkpoint = load_checkpoint(self.recorder.checkpoint_path, self.dist.device)
         if checkpoint is None:
             return 0.0
+        if "tokens" not in checkpoint:
+            raise UserError(
+                f"{self.recorder.checkpoint_path} was written by an older version of this recipe "
+                "(no token count); delete it to start the run again"
+            )
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.precision.scaler.load_state_dict(checkpoint["scaler"])
