@@ -1,4 +1,4 @@
-"""AlphaAdam and CAdamW against torch.optim.AdamW, the slow reference, and SPEC.md §1 identities."""
+"""AlphaAdam and CAdamW against torch.optim.AdamW, the slow reference, and docs/algorithm.md's identities."""
 
 import itertools
 import math
