@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-from glue_helpers import glue_config, quick_args
 
 import recipes.finetune_glue as recipe
 from alphaadam.paths import CONFIG_DIR
@@ -16,6 +15,7 @@ from alphaadam.runs import read_result, run_dir_for, variant_hash
 from alphaadam.runs.metrics import MetricsLog
 from alphaadam.sweep.job import Job
 from alphaadam.train.config import ConfigError
+from tests.glue_helpers import glue_config, quick_args
 from tests.pretrain_helpers import REPO
 from tests.run_helpers import interrupt_at, records
 

@@ -9,7 +9,6 @@ import textwrap
 
 import pytest
 import torch
-from glue_helpers import EVAL_ROWS, MAX_LENGTH, TASKS, TRAIN_ROWS
 
 from alphaadam.data.glue import (
     Collator,
@@ -25,6 +24,7 @@ from alphaadam.errors import ConfigError
 from alphaadam.models.hf import ModelUnavailable, load_classifier, load_tokenizer
 from alphaadam.train.config import compose, validate
 from recipes.finetune_glue import SCHEMA
+from tests.glue_helpers import EVAL_ROWS, MAX_LENGTH, TASKS, TRAIN_ROWS
 from tests.pretrain_helpers import REPO
 
 

@@ -3,9 +3,9 @@
 import os
 
 import pytest
-from sweep_tree import make_tree
 
 from alphaadam.cli import main
+from tests.sweep_tree import make_tree
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from sweep_tree import make_tree
 
 from alphaadam.runs.lock import RunLock
 from alphaadam.sweep.plan import (
@@ -18,6 +17,7 @@ from alphaadam.sweep.plan import (
     summary,
 )
 from alphaadam.sweep.spec import load_spec
+from tests.sweep_tree import make_tree
 
 
 @pytest.fixture

@@ -171,7 +171,7 @@ def _load_hub(task: GlueTask, hub_id: str, revision: str | None) -> dict:
             f"GLUE task {task.name!r}: {hub_id} (configuration {task.hub_config!r}, revision "
             f"{revision or 'main'}) is not in the datasets cache and the hub is unreachable{why}. "
             "Run once with network access to cache it (a few MB per task; HF_DATASETS_OFFLINE and "
-            f"HF_HUB_OFFLINE unset), or set data.path=DIR with local files (README, GLUE). "
+            f"HF_HUB_OFFLINE unset), or set data.path=DIR with local files (docs/recipes/glue.md). "
             f"Cause: {cause(err)}"
         ) from None
     missing = [s for s in task.splits if s not in loaded]
@@ -293,9 +293,6 @@ class TrainBatches:
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.steps_per_epoch = math.ceil(n / batch_size)
         self._epoch, self._order = None, None
-
-    def epoch_of(self, step: int) -> int:
-        return step // self.steps_per_epoch
 
     def indices(self, step: int) -> list[int]:
         epoch, position = divmod(step, self.steps_per_epoch)

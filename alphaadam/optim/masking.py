@@ -1,4 +1,4 @@
-"""The mask and compensation piece shared by every masked optimizer (SPEC.md §1, steps 2 and 5-7).
+"""The mask and compensation piece shared by every masked optimizer (docs/algorithm.md, steps 2 and 5-7).
 
 A masked optimizer splits its step into two passes per parameter tensor:
 
@@ -12,7 +12,7 @@ A masked optimizer splits its step into two passes per parameter tensor:
 The masked direction is kept in ``p.grad`` because the gradient is spent once the moments are
 updated: holding it there instead of in a new buffer saves a full-size allocation per tensor, and
 keeping it instead of recomputing ``u`` in the second pass saves a square root and a division per
-element, which is what bounds the step time on a CPU (see README, "Speed").
+element, which is what bounds the step time on a CPU (see docs/speed.md).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ COMPENSATIONS = ("norm_ratio", "cautious_mean", "cautious_nnz", "none")
 EMPTY_MASK_RULES = ("full", "skip")
 
 # Cautious optimizers clamp the kept fraction from below so that an almost empty mask cannot blow
-# the step up (C-Optim since 2025-01, SPEC.md §2).
+# the step up (C-Optim since 2025-01; docs/algorithm.md, "The mask framework").
 CAUTIOUS_MIN_MEAN = 1e-3
 
 
@@ -94,7 +94,7 @@ def compensation_factor(
     norm: str,
     alpha_max: str,
 ) -> torch.Tensor | float:
-    """The scale applied to the masked direction (SPEC.md §1 step 6 and §2).
+    """The scale applied to the masked direction (docs/algorithm.md, step 6 and "The mask framework").
 
     ``full`` and ``masked`` are ``sum |u|^p`` and ``sum |M * u|^p`` (only read for ``"norm_ratio"``),
     ``kept`` is ``sum(M)``. Counts are turned into factors in float64, as the reference does.

@@ -1,12 +1,12 @@
 import re
 
 import yaml
-from report_fixtures import GLUE_SPEC, glue_runs, write_run
 
 from alphaadam.report.build import write_tables
 from alphaadam.report.collect import collect
 from alphaadam.report.spec import load_spec, parse_spec
 from alphaadam.report.tables import build_table, to_latex, to_markdown
+from tests.report.report_fixtures import GLUE_SPEC, glue_runs, write_run
 
 ABLATION_MD = """\
 **Fixture: validation loss**
