@@ -1,6 +1,6 @@
 """One check of the optimizers on a GPU: step time, launches, a GPT-2 run, a GLUE step, FSDP2.
 
-    make gpu-check                                      # one CUDA GPU, about 8 minutes, nothing downloaded
+    make gpu-check                                      # one CUDA GPU, 8-minute budget, nothing downloaded
     python scripts/gpu_check.py --parts step_time launches
     python scripts/gpu_check.py --device cpu --smoke    # tiny shapes on a CPU: the script runs end to end
 
