@@ -267,3 +267,19 @@ def test_bf16_parameters_keep_fp32_state_and_svd_basis_helper():
     assert opt2.state[p]["exp_avg"].dtype == torch.float32
     q = svd_basis(_matrix((5, 3), 11), 2, left=True)
     assert torch.allclose(q.T @ q, torch.eye(2, dtype=F64))
+
+
+def test_error_buffers_are_gradients_not_optimizer_state():
+    from alphaadam.train.measure import optimizer_state_bytes
+
+    def state_bytes(error_feedback, free):
+        model = TinyGPT()
+        opt = build_optimizer(model, "ldadam", rank=2, error_feedback=error_feedback)
+        apply_stream(opt, list(model.named_parameters()), 2, set_grads=False)
+        if free:
+            model.zero_grad()  # now the buffers live in the optimizer state alone
+        return optimizer_state_bytes(opt)
+
+    assert state_bytes(True, free=False) == state_bytes(False, free=False)
+    low_rank = 2 * (96 * 32 + 32 * 32 + 128 * 32 + 32 * 128)  # TinyGPT's attention and MLP matrices
+    assert state_bytes(True, free=True) == state_bytes(False, free=True) + 4 * low_rank
