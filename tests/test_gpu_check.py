@@ -51,9 +51,13 @@ def test_smoke_run_writes_one_table_of_every_cpu_part(tmp_path, eager):
             density = float(r["note"].removeprefix("mask density "))
             assert 0.3 < density < 0.95, r
 
-    launches = {r["optimizer"]: r["value"] for r in rows if r["part"] == "launches"}
+    launches = {r["optimizer"]: r for r in rows if r["part"] == "launches"}
     assert launches.keys() == {"adamw_fused", "alphaadam", "cadamw", "alphasgd"}
-    assert all(isinstance(v, int) and v > 0 for v in launches.values())
+    for r in launches.values():
+        assert r["metric"] == "ATen ops per step" and isinstance(r["value"], int) and r["value"] > 0
+        counts, by_count = r["note"].split(": ")
+        assert counts == "2 / 4 / 8 tensors of 64 x 64" and all(int(c) > 0 for c in by_count.split(" / "))
+    assert launches["adamw_fused"]["note"].endswith(": 4 / 4 / 4")  # one fused call, whatever the count
 
     pretrain = [r for r in rows if r["part"] == "pretrain"]
     assert [(r["optimizer"], r["metric"]) for r in pretrain] == [
