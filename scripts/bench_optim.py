@@ -148,8 +148,15 @@ def _tensors(value):
 
 
 def state_bytes(optimizer) -> int:
-    """Bytes of all tensors in ``optimizer.state``; a tensor shared by several entries counts once."""
+    """Bytes of all tensors in ``optimizer.state``; a tensor shared by several entries counts once.
+
+    Gradients are not counted (LDAdam's error buffer, in its state, is ``p.grad``: see kept_grad_bytes).
+    """
     seen, total = set(), 0
+    for p in optimizer.state:
+        if p.grad is not None:
+            g = p.grad
+            seen.add((g.untyped_storage().data_ptr(), g.storage_offset(), g.numel(), g.dtype))
     for state in optimizer.state.values():
         for t in _tensors(state):
             key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel(), t.dtype)
