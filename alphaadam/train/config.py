@@ -205,25 +205,96 @@ CHOICES = {
     "logger.mode": (None, "online", "offline", "disabled"),
 }
 
-LOWER_BOUNDS = {
-    "trainer.max_steps": 1,
-    "trainer.micro_batch_size": 1,
-    "trainer.eval_batches": 1,
-    "trainer.log_every": 1,
-    "trainer.eval_every": 0,
-    "trainer.checkpoint_every": 0,
-    "trainer.mask_stats_every": 0,
-    "trainer.grad_clip": 0,
-    "model.block_size": 1,
-    "trainer.epochs": 1,
-    "trainer.eval_batch_size": 1,
-    "task.batch_size": 1,
-    "task.num_labels": 1,
-    "data.max_length": 4,
-    "data.pad_to_multiple_of": 1,
-    "data.max_train_samples": 1,
-    "data.max_eval_samples": 1,
+
+@dataclass(frozen=True)
+class Range:
+    """An interval a setting must lie in; ``open_low``/``open_high`` exclude the end point."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def holds(self, value) -> bool:
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'greater than' if self.open_low else 'at least'} {self.low:g}"
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+AT_LEAST_1, AT_LEAST_0, POSITIVE = Range(1), Range(0), Range(0, open_low=True)
+FRACTION, PROBABILITY = Range(0, 1), Range(0, 1, open_high=True)  # a beta or a dropout rate is < 1
+
+# Every setting with a meaningful range, by its dotted key (a list's range applies to each item);
+# keys a recipe does not have are skipped. Optimizer hyper-parameters are in OPTIMIZER_RANGES.
+RANGES = {
+    "seed": AT_LEAST_0,
+    "adam_betas": PROBABILITY,
+    "lowrank_betas": PROBABILITY,
+    "model.block_size": AT_LEAST_1,
+    "model.n_layer": AT_LEAST_1,
+    "model.n_head": AT_LEAST_1,
+    "model.n_embd": AT_LEAST_1,
+    "model.vocab_size": AT_LEAST_1,
+    "model.dropout": PROBABILITY,
+    "model.classifier_dropout": PROBABILITY,
+    "model.lr": POSITIVE,
+    "model.micro_batch_size": AT_LEAST_1,
+    "scheduler.warmup_steps": AT_LEAST_0,
+    "scheduler.warmup_fraction": PROBABILITY,
+    "scheduler.min_lr_ratio": FRACTION,  # below 0 the learning rate turns negative (gradient ascent)
+    "scheduler.decay_steps": AT_LEAST_1,
+    "trainer.max_steps": AT_LEAST_1,
+    "trainer.tokens_per_step": AT_LEAST_1,
+    "trainer.micro_batch_size": AT_LEAST_1,
+    "trainer.eval_batches": AT_LEAST_1,
+    "trainer.eval_at_fractions": Range(0, 1, open_low=True),
+    "trainer.log_every": AT_LEAST_1,
+    "trainer.eval_every": AT_LEAST_0,
+    "trainer.checkpoint_every": AT_LEAST_0,
+    "trainer.mask_stats_every": AT_LEAST_0,
+    "trainer.grad_clip": AT_LEAST_0,
+    "trainer.max_loss": POSITIVE,
+    "trainer.peak_flops": POSITIVE,
+    "trainer.epochs": AT_LEAST_1,
+    "trainer.eval_batch_size": AT_LEAST_1,
+    "task.batch_size": AT_LEAST_1,
+    "task.num_labels": AT_LEAST_1,
+    "data.max_length": Range(4),
+    "data.pad_to_multiple_of": AT_LEAST_1,
+    "data.max_train_samples": AT_LEAST_1,
+    "data.max_eval_samples": AT_LEAST_1,
 }
+
+# The hyper-parameters optimizers share, checked under ``optimizer.`` for any optimizer that takes them.
+OPTIMIZER_RANGES = {
+    "lr": POSITIVE,
+    "weight_decay": AT_LEAST_0,
+    "eps": POSITIVE,
+    "betas": PROBABILITY,
+    "momentum": PROBABILITY,
+    "dampening": FRACTION,
+    "rank": AT_LEAST_1,
+    "update_proj_gap": AT_LEAST_1,
+    "alpha_max": POSITIVE,
+    "scale": POSITIVE,
+}
+
+
+def check_ranges(node, ranges: dict[str, Range], prefix: str = "") -> None:
+    """ConfigError for the first setting of ``node`` outside its range, with the range."""
+    for key, allowed in ranges.items():
+        value = OmegaConf.select(node, key) if isinstance(node, DictConfig) else node.get(key)
+        items = list(value) if isinstance(value, (list, tuple)) or OmegaConf.is_list(value) else [value]
+        for item in items:
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and not allowed.holds(item):
+                shown = f"{prefix}{key}={value}" if len(items) == 1 else f"{prefix}{key}={list(items)}"
+                raise ConfigError(f"{shown} must be {allowed}")
 
 
 def _first_line(err: Exception) -> str:
@@ -248,10 +319,7 @@ def validate(cfg: DictConfig, schema: type = PretrainGPTConfig) -> DictConfig:
         value = OmegaConf.select(typed, key, default="<absent>")
         if value != "<absent>" and value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, allowed))}")
-    for key, low in LOWER_BOUNDS.items():
-        value = OmegaConf.select(typed, key)
-        if value is not None and value < low:
-            raise ConfigError(f"{key}={value} must be at least {low}")
+    check_ranges(typed, RANGES)
     if "optimizer" in typed:
         optimizer_settings(typed.optimizer)
     return typed
@@ -273,6 +341,7 @@ def optimizer_settings(node) -> tuple[str, dict]:
             f"optimizer {name!r} does not take {', '.join(f'optimizer.{k}' for k in unknown)}; "
             f"it takes: {', '.join(sorted(entry.accepts))}"
         )
+    check_ranges(settings, OPTIMIZER_RANGES, prefix="optimizer.")
     return name, settings
 
 
