@@ -214,3 +214,15 @@ def test_preflight_stops_without_a_gpu_or_data():
     assert run.returncode == 2 and "scripts/prepare_openwebtext.py --out /nonexistent/owt" in run.stderr
     run = preflight("model=gpt2_999m")
     assert run.returncode == 2 and "gpt2_355m" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "recipe_name, overrides, fitting",
+    [
+        ("pretrain_gpt", ["model=roberta_base"], "gpt2_125m, gpt2_355m, gpt2_770m, tiny"),
+        ("finetune_glue", ["model=tiny"], "roberta_base"),
+    ],
+)
+def test_a_group_option_of_another_recipe_is_named(recipe_name, overrides, fitting):
+    with pytest.raises(ConfigError, match=rf"model chosen is for another recipe; choose one of: {fitting}$"):
+        validate(compose(recipe_name, overrides), schema_for(recipe_name))

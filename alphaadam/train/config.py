@@ -10,10 +10,11 @@ The ``optimizer`` node is free-form: ``name`` is a registry name and every other
 that optimizer (see :func:`optimizer_settings`); the registry names any key it does not take.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -304,8 +305,31 @@ def _first_line(err: Exception) -> str:
     return f"{key}: {msg}" if key and key not in msg else msg
 
 
+def check_groups(cfg: DictConfig, schema: type, config_dir: Path = CONFIG_DIR) -> None:
+    """A group option meant for another recipe (``model=roberta_base`` in the GPT recipe) is named
+    as such, before its interpolations fail on keys this recipe does not have."""
+    for item in fields(schema):
+        node = cfg.get(item.name) if isinstance(cfg, DictConfig) else None
+        if not (is_dataclass(item.type) and isinstance(node, DictConfig)):
+            continue
+        known = {f.name for f in fields(item.type)}
+        extra = sorted(set(node.keys()) - known)
+        if not extra:
+            continue
+        options = sorted(
+            p.stem
+            for p in (Path(config_dir) / item.name).glob("*.yaml")
+            if set(yaml.safe_load(p.read_text()) or {}) - {"defaults"} <= known
+        )
+        raise ConfigError(
+            f"{item.name}: this recipe's {item.name} has no {', '.join(extra)}, so the {item.name} "
+            f"chosen is for another recipe; choose one of: {', '.join(options) or '(none found)'}"
+        )
+
+
 def validate(cfg: DictConfig, schema: type = PretrainGPTConfig) -> DictConfig:
     """``cfg`` resolved and merged into ``schema``: every key known, typed, and set."""
+    check_groups(cfg, schema)
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
         plain.pop("hydra", None)
