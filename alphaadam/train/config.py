@@ -313,14 +313,17 @@ def check_groups(cfg: DictConfig, schema: type, config_dir: Path = CONFIG_DIR) -
         if not (is_dataclass(item.type) and isinstance(node, DictConfig)):
             continue
         known = {f.name for f in fields(item.type)}
-        extra = sorted(set(node.keys()) - known)
+        extra = set(node.keys()) - known
         if not extra:
             continue
-        options = sorted(
-            p.stem
+        keys = {
+            p.stem: set(yaml.safe_load(p.read_text()) or {}) - {"defaults"}
             for p in (Path(config_dir) / item.name).glob("*.yaml")
-            if set(yaml.safe_load(p.read_text()) or {}) - {"defaults"} <= known
-        )
+        }
+        if not any(extra <= k for k in keys.values()):
+            continue  # a misspelt key, not another recipe's option: the schema names it
+        options = sorted(name for name, k in keys.items() if k <= known)
+        extra = sorted(extra)
         raise ConfigError(
             f"{item.name}: this recipe's {item.name} has no {', '.join(extra)}, so the {item.name} "
             f"chosen is for another recipe; choose one of: {', '.join(options) or '(none found)'}"
