@@ -263,3 +263,13 @@ def test_hub_out_of_reach_gives_the_fix(tmp_path):
         )
         assert "hub is unreachable (HF_HUB_OFFLINE=1 is set): run once with network access" in line
         assert "set model.path=/path/to/roberta-base" in line
+
+
+def test_a_truncated_weights_file_is_named(tiny_roberta, tmp_path):
+    copy = tmp_path / "truncated"
+    copy.mkdir()
+    for f in tiny_roberta.iterdir():
+        data = f.read_bytes()
+        (copy / f.name).write_bytes(data[: len(data) // 2] if f.name == "model.safetensors" else data)
+    with pytest.raises(ModelUnavailable, match="its weights file is truncated or corrupt"):
+        load_classifier(str(copy), num_labels=2)

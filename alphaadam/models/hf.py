@@ -42,10 +42,18 @@ def _load(what: str, path: str, revision: str | None, load):
             "save_pretrained writes for the model and its tokenizer (config.json, the weights, "
             "tokenizer files)."
         )
+    from safetensors import SafetensorError
+
     try:
         return load()
-    except (OSError, ValueError) as err:  # hub unreachable, offline and not cached, bad id, bad files
+    # hub unreachable, offline and not cached, bad id, bad files, a truncated weights file
+    except (OSError, ValueError, SafetensorError) as err:
         if is_local(path):
+            if isinstance(err, SafetensorError):
+                raise ModelUnavailable(
+                    f"cannot load the {what} from {path}: its weights file is truncated or corrupt "
+                    f"({cause(err)}); copy or download it again"
+                ) from None
             raise ModelUnavailable(
                 f"cannot load the {what} from {path}: {cause(err)}. The directory needs what "
                 "save_pretrained writes for the model and its tokenizer (config.json, the weights, "
