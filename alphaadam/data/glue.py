@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
+from alphaadam.errors import ConfigError, UserError
 from alphaadam.evals.glue_metrics import CLASSIFICATION_METRICS, METRICS, REGRESSION_METRICS
 from alphaadam.hub import cause, offline_flags
-from alphaadam.train.config import ConfigError
 
 HUB_ID = "nyu-mll/glue"
 # The hub repository's commit with the parquet files (nyu-mll/glue has no loading script since its
@@ -42,7 +42,7 @@ REVISION = "bcdcba79d07bc864c1c254ccfcedcce55bcc9a8c"
 LOCAL_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv", ".tsv")
 
 
-class DataUnavailable(RuntimeError):
+class DataUnavailable(UserError, RuntimeError):
     """A GLUE task's data cannot be loaded (no network and no cache, or missing local files); the
     message says how to get it."""
 

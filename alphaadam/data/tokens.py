@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alphaadam.errors import UserError
+
 META_FILE = "meta.json"
 SPLITS = ("train", "val")
 DTYPE = np.uint16
 
 
-class DataMissing(RuntimeError):
+class DataMissing(UserError, RuntimeError):
     """A data directory is not prepared; the message names the command that prepares it."""
 
 

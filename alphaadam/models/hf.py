@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from alphaadam.errors import UserError
 from alphaadam.hub import cause, offline_flags
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -22,7 +23,7 @@ OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(UserError, RuntimeError):
     """A model or tokenizer cannot be loaded; the message says how to make it available."""
 
 

@@ -18,13 +18,10 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from alphaadam.errors import ConfigError
 from alphaadam.optim import build_optimizer, optimizer_entry
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, misspelt, of the wrong type or out of range."""
 
 
 @dataclass

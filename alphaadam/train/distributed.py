@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from alphaadam.errors import UserError
 
-class DeviceUnavailable(RuntimeError):
+
+class DeviceUnavailable(UserError, RuntimeError):
     """The config asks for a device this machine does not have."""
 
 
