@@ -135,3 +135,16 @@ def test_status_into_a_closed_pipe_is_quiet(tree):
     out = subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=tree, timeout=120)
     assert out.stdout.startswith("study study: ")
     assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr
+
+
+def test_ctrl_c_of_a_sweep_says_how_to_resume(tree, capsys, monkeypatch):
+    import alphaadam.sweep.cli as sweep_cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_cli, "launch", interrupted)
+    assert small() == 130
+    err = capsys.readouterr().err
+    assert "alphaadam sweep: interrupted; run the same command again to resume" in err
+    assert "Traceback" not in err
