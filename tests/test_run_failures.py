@@ -7,10 +7,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 import recipes.pretrain_gpt as recipe
-from alphaadam.data.embedded import ensure_embedded
 from alphaadam.runs import read_result, run_dir_for
 from alphaadam.runs.files import UnreadableRunFile
 from alphaadam.runs.result import ResultFileError
@@ -21,20 +19,7 @@ from tests.run_helpers import interrupt_at, records
 CHECKPOINTED = ("trainer.max_steps=12", "trainer.checkpoint_every=4")
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "embedded"
-    ensure_embedded(path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def quick_settings(monkeypatch):
-    monkeypatch.setenv("ALPHAADAM_BACKEND", "eager")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("quick_recipe_runs")
 
 
 def interrupted(cfg, monkeypatch, step: int = 7):
