@@ -6,7 +6,8 @@ as a script (``python recipes/<name>.py KEY=VALUE ...``, ending in
 
 - ``RECIPE``: its name, ``<name>``;
 - ``SCHEMA``: the structured-config dataclass its composed config is validated against
-  (``alphaadam.train.config.validate``); a ``LOWER_BOUNDS`` class variable adds its own range checks;
+  (``alphaadam.train.config.validate``); a ``RANGES`` class variable of ``Range`` objects adds
+  its own range checks;
 - ``identity(settings) -> dict``: the fields of result.json's ``identity`` that tables select and
   label runs by (optimizer, lr, seed, model, task, ...; ``alphaadam.train.identity`` has the
   common ones);

@@ -42,7 +42,16 @@ from alphaadam.data.glue import (
 from alphaadam.errors import ConfigError
 from alphaadam.evals.glue_metrics import compute
 from alphaadam.models.hf import check_available, load_classifier, load_tokenizer
-from alphaadam.train.config import RunSettings, TrainerSettings, build_optimizer_from_config, validate
+from alphaadam.train.config import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    PROBABILITY,
+    Range,
+    RunSettings,
+    TrainerSettings,
+    build_optimizer_from_config,
+    validate,
+)
 from alphaadam.train.distributed import device_summary, resolve_device
 from alphaadam.train.divergence import divergence
 from alphaadam.train.identity import run_identity
@@ -109,17 +118,19 @@ class FinetuneGlueConfig(RunSettings):
     data: GlueDataConfig = field(default_factory=GlueDataConfig)
     trainer: FinetuneTrainerConfig = field(default_factory=FinetuneTrainerConfig)
 
-    LOWER_BOUNDS: ClassVar[dict] = {
-        "trainer.epochs": 1,
-        "trainer.micro_batch_size": 1,
-        "trainer.eval_batch_size": 1,
-        "trainer.eval_every": 0,
-        "task.batch_size": 1,
-        "task.num_labels": 1,
-        "data.max_length": 4,
-        "data.pad_to_multiple_of": 1,
-        "data.max_train_samples": 1,
-        "data.max_eval_samples": 1,
+    RANGES: ClassVar[dict] = {
+        "trainer.epochs": AT_LEAST_1,
+        "trainer.micro_batch_size": AT_LEAST_1,
+        "trainer.eval_batch_size": AT_LEAST_1,
+        "trainer.eval_every": AT_LEAST_0,
+        "model.dropout": PROBABILITY,
+        "model.classifier_dropout": PROBABILITY,
+        "task.batch_size": AT_LEAST_1,
+        "task.num_labels": AT_LEAST_1,
+        "data.max_length": Range(4),
+        "data.pad_to_multiple_of": AT_LEAST_1,
+        "data.max_train_samples": AT_LEAST_1,
+        "data.max_eval_samples": AT_LEAST_1,
     }
 
 

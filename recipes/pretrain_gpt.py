@@ -26,7 +26,17 @@ from alphaadam.data.tokens import TokenData, TrainBatches, fixed_val_batches, is
 from alphaadam.errors import ConfigError
 from alphaadam.models.gpt import GPT, GPTConfig
 from alphaadam.train import distributed
-from alphaadam.train.config import RunSettings, TrainerSettings, build_optimizer_from_config, validate
+from alphaadam.train.config import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    POSITIVE,
+    PROBABILITY,
+    Range,
+    RunSettings,
+    TrainerSettings,
+    build_optimizer_from_config,
+    validate,
+)
 from alphaadam.train.distributed import all_reduce_sum, device_summary, resolve_device
 from alphaadam.train.divergence import divergence
 from alphaadam.train.identity import run_identity
@@ -79,12 +89,21 @@ class PretrainGPTConfig(RunSettings):
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
-    LOWER_BOUNDS: ClassVar[dict] = {
-        "trainer.max_steps": 1,
-        "trainer.micro_batch_size": 1,
-        "trainer.eval_batches": 1,
-        "trainer.eval_every": 0,
-        "model.block_size": 1,
+    RANGES: ClassVar[dict] = {
+        "trainer.max_steps": AT_LEAST_1,
+        "trainer.tokens_per_step": AT_LEAST_1,
+        "trainer.micro_batch_size": AT_LEAST_1,
+        "trainer.eval_batches": AT_LEAST_1,
+        "trainer.eval_every": AT_LEAST_0,
+        "trainer.eval_at_fractions": Range(0, 1, open_low=True),
+        "model.block_size": AT_LEAST_1,
+        "model.n_layer": AT_LEAST_1,
+        "model.n_head": AT_LEAST_1,
+        "model.n_embd": AT_LEAST_1,
+        "model.vocab_size": AT_LEAST_1,
+        "model.dropout": PROBABILITY,
+        "model.lr": POSITIVE,
+        "model.micro_batch_size": AT_LEAST_1,
     }
 
 

@@ -12,6 +12,8 @@ TOY_RECIPE = textwrap.dedent(
 
 
     def train(cfg):
+        if cfg.get("crash_at_start"):  # dies before it writes result.json
+            raise RuntimeError("could not start")
         run_dir = run_dir_for(cfg)
         identity = {"optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "seed": cfg.seed}
         result = new_result("toy", cfg.experiment, run_dir.name, identity, cfg.steps)

@@ -19,14 +19,7 @@ from tests.glue_helpers import glue_config, quick_args
 from tests.pretrain_helpers import REPO
 from tests.run_helpers import interrupt_at, records
 
-
-@pytest.fixture(autouse=True)
-def quick_settings(monkeypatch):
-    monkeypatch.setenv("ALPHAADAM_BACKEND", "eager")  # no kernel compilation for a few steps
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("quick_recipe_runs")
 
 
 def run(tmp_path, tiny_roberta, glue_data, *overrides):

@@ -1,6 +1,7 @@
 """The pretraining configs: every group option composes and validates, errors name the key."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -106,10 +107,20 @@ def test_paper_experiments_use_table5_and_the_command_line_wins():
         (["+optimizer.momentum=0.9"], "optimizer.momentum"),
         (["optimizer.name=adamx"], "unknown optimizer 'adamx'"),
         (["model.n_layer=???"], "model.n_layer"),
+        (["scheduler.min_lr_ratio=-1"], "scheduler.min_lr_ratio=-1.0 must be in [0, 1]"),
+        (["scheduler.warmup_fraction=1.5"], "scheduler.warmup_fraction=1.5 must be in [0, 1)"),
+        (["trainer.eval_at_fractions=[0.5,1.2]"], "trainer.eval_at_fractions=[0.5, 1.2] must be in (0, 1]"),
+        (["trainer.max_loss=0"], "trainer.max_loss=0.0 must be greater than 0"),
+        (["model.dropout=1.0"], "model.dropout=1.0 must be in [0, 1)"),
+        (["adam_betas=[0.9,1.0]"], "adam_betas=[0.9, 1.0] must be in [0, 1)"),
+        (["optimizer.lr=-0.001"], "optimizer.lr=-0.001 must be greater than 0"),
+        (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1 must be at least 0"),
+        (["optimizer.eps=0"], "optimizer.eps=0 must be greater than 0"),
+        (["optimizer=galore", "optimizer.rank=0"], "optimizer.rank=0 must be at least 1"),
     ],
 )
 def test_config_errors_name_the_key(overrides, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("?", r"\?")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         validate(compose("pretrain_gpt", overrides), recipe.SCHEMA)
 
 
@@ -200,3 +211,15 @@ def test_preflight_stops_without_a_gpu_or_data():
     assert run.returncode == 2 and "scripts/prepare_openwebtext.py --out /nonexistent/owt" in run.stderr
     run = preflight("model=gpt2_999m")
     assert run.returncode == 2 and "gpt2_355m" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "recipe_name, overrides, fitting",
+    [
+        ("pretrain_gpt", ["model=roberta_base"], "gpt2_125m, gpt2_355m, gpt2_770m, tiny"),
+        ("finetune_glue", ["model=tiny"], "roberta_base"),
+    ],
+)
+def test_a_group_option_of_another_recipe_is_named(recipe_name, overrides, fitting):
+    with pytest.raises(ConfigError, match=rf"model chosen is for another recipe; choose one of: {fitting}$"):
+        validate(compose(recipe_name, overrides), load_recipe(recipe_name).schema)

@@ -13,7 +13,6 @@ import torch
 import yaml
 
 import recipes.pretrain_gpt as recipe
-from alphaadam.data.embedded import ensure_embedded
 from alphaadam.data.tokens import DataMissing
 from alphaadam.models.gpt import GPT
 from alphaadam.report.collect import collect
@@ -28,23 +27,7 @@ from alphaadam.train.config import compose
 from tests.pretrain_helpers import REPO, gpt_config, quick_args
 from tests.run_helpers import interrupt_at, records
 
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "embedded"
-    ensure_embedded(path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def quick_settings(monkeypatch):
-    # Compiling the masked optimizers' kernels costs more than these few-step runs take, and one
-    # thread is faster than two for a model this small (and much faster on a busy machine).
-    monkeypatch.setenv("ALPHAADAM_BACKEND", "eager")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("quick_recipe_runs")
 
 
 def subprocess_env(**extra) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -80,12 +79,13 @@ def plan_study(args) -> tuple:
     return parsed, spec, jobs
 
 
-def job_table(jobs) -> str:
+def job_table(jobs, statuses: list[str]) -> str:
     rows = [("status", "optimizer", "task", "lr", "seed", "run")]
-    for job in jobs:
+    for job, status in zip(jobs, statuses, strict=True):
         t = job.tags
         lr = "recipe's" if t["lr"] is None else f"{t['lr']:g}"
-        rows.append((job.status(), t["optimizer"], t["task"] or "-", lr, str(t["seed"]), job.name))
+        run = f"unreadable: {job.result_path}" if status == "unreadable" else job.name
+        rows.append((status, t["optimizer"], t["task"] or "-", lr, str(t["seed"]), run))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
@@ -150,8 +150,11 @@ def _sweep(args) -> int:
     parsed, spec, jobs = plan_study(args)
     todo = select(jobs, args.only_failed)
     print(f"study {spec.name} ({spec.recipe}): {summary(jobs)}; {len(todo)} to run")
+    for job in jobs:
+        if job.status() == "unreadable":
+            print(f"unreadable: {job.result_path} (restore it, or delete its run directory to rerun it)")
     if args.dry_run:
-        print(job_table(jobs))
+        print(job_table(jobs, [job.status() for job in jobs]))
         return 0
     if not todo:
         return 0
@@ -168,12 +171,12 @@ def _sweep(args) -> int:
 
 
 def _status(args) -> int:
-    from alphaadam.sweep.plan import STATUS_ORDER
+    from alphaadam.sweep.plan import status_counts
 
     _, spec, jobs = plan_study(args)
-    counts = Counter(job.status() for job in jobs)
-    print(f"study {spec.name}: " + ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s]))
-    print(job_table(jobs))
+    statuses = [job.status() for job in jobs]
+    print(f"study {spec.name}: {status_counts(statuses)}")
+    print(job_table(jobs, statuses))
     return 0
 
 

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 
 from alphaadam.recipe import load_recipe
 from alphaadam.sweep.job import Job
-from alphaadam.sweep.local import LOG_FILE, final_status
+from alphaadam.sweep.local import LOG_FILE, final_status, taken_elsewhere
 from alphaadam.sweep.progress import SweepProgress
 
 
@@ -29,6 +29,10 @@ def run_inline(
     train = load_recipe(recipe, Path(jobs[0].script).parent).declared("train")  # none: stops here, named
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
         for job in jobs:
+            if taken_elsewhere(job):
+                statuses[job.name] = "running"
+                progress.skipped(job.name)
+                continue
             progress.started(job.name)
             cfg = compose(config_name=recipe, overrides=list(job.overrides))
             job.run_dir.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,15 @@ from alphaadam.runs import run_dir_for
 from alphaadam.sweep.job import Job
 from alphaadam.sweep.spec import SweepSpec
 
-# What `alphaadam status` and the plan show, in this order.
-STATUS_ORDER = ("completed", "running", "interrupted", "failed", "diverged", "oom", "pending")
+# What `alphaadam status` and the plan show, in this order (any other status is counted after them).
+STATUS_ORDER = ("completed", "running", "interrupted", "failed", "diverged", "oom", "unreadable", "pending")
+
+
+def status_counts(statuses: list[str]) -> str:
+    """``"3 completed, 1 failed"``: every status counted, known ones in STATUS_ORDER, others after."""
+    counts = Counter(statuses)
+    order = [*STATUS_ORDER, *sorted(set(counts) - set(STATUS_ORDER))]
+    return ", ".join(f"{counts[s]} {s}" for s in order if counts[s])
 
 
 def own_value_overrides(tags: dict) -> list[str]:
@@ -121,8 +128,6 @@ def select(jobs: list[Job], only_failed: bool = False) -> list[Job]:
 
 
 def summary(jobs: list[Job]) -> str:
-    counts = Counter(job.status() for job in jobs)
-    parts = [f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s]]
     hours = [j.gpu_hours * max(j.gpus, 1) for j in jobs if j.gpu_hours is not None]
     estimate = f", ~{sum(hours):.0f} GPU-hours in all" if len(hours) == len(jobs) and jobs else ""
-    return f"{len(jobs)} jobs ({', '.join(parts) or 'none'}){estimate}"
+    return f"{len(jobs)} jobs ({status_counts([job.status() for job in jobs]) or 'none'}){estimate}"

@@ -10,10 +10,12 @@ The ``optimizer`` node is free-form: ``name`` is a registry name and every other
 that optimizer (see :func:`optimizer_settings`); the registry names any key it does not take.
 """
 
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -92,17 +94,105 @@ CHOICES = {
     "logger.mode": (None, "online", "offline", "disabled"),
 }
 
-LOWER_BOUNDS = {
-    "trainer.log_every": 1,
-    "trainer.checkpoint_every": 0,
-    "trainer.mask_stats_every": 0,
-    "trainer.grad_clip": 0,
+
+@dataclass(frozen=True)
+class Range:
+    """An interval a setting must lie in; ``open_low``/``open_high`` exclude the end point."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def holds(self, value) -> bool:
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'greater than' if self.open_low else 'at least'} {self.low:g}"
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+AT_LEAST_1, AT_LEAST_0, POSITIVE = Range(1), Range(0), Range(0, open_low=True)
+FRACTION, PROBABILITY = Range(0, 1), Range(0, 1, open_high=True)  # a beta or a dropout rate is < 1
+
+# The ranges of the settings every recipe has, by dotted key (a list's range applies to each item).
+# A recipe's schema adds its own in a ``RANGES`` class variable; optimizer hyper-parameters are in
+# OPTIMIZER_RANGES.
+RANGES = {
+    "seed": AT_LEAST_0,
+    "adam_betas": PROBABILITY,
+    "lowrank_betas": PROBABILITY,
+    "scheduler.warmup_steps": AT_LEAST_0,
+    "scheduler.warmup_fraction": PROBABILITY,
+    "scheduler.min_lr_ratio": FRACTION,  # below 0 the learning rate turns negative (gradient ascent)
+    "scheduler.decay_steps": AT_LEAST_1,
+    "trainer.log_every": AT_LEAST_1,
+    "trainer.checkpoint_every": AT_LEAST_0,
+    "trainer.mask_stats_every": AT_LEAST_0,
+    "trainer.grad_clip": AT_LEAST_0,
+    "trainer.max_loss": POSITIVE,
+    "trainer.peak_flops": POSITIVE,
 }
+
+# The hyper-parameters optimizers share, checked under ``optimizer.`` for any optimizer that takes them.
+OPTIMIZER_RANGES = {
+    "lr": POSITIVE,
+    "weight_decay": AT_LEAST_0,
+    "eps": POSITIVE,
+    "betas": PROBABILITY,
+    "momentum": PROBABILITY,
+    "dampening": FRACTION,
+    "rank": AT_LEAST_1,
+    "update_proj_gap": AT_LEAST_1,
+    "alpha_max": POSITIVE,
+    "scale": POSITIVE,
+}
+
+
+def check_ranges(node, ranges: dict[str, Range], prefix: str = "") -> None:
+    """ConfigError for the first setting of ``node`` outside its range, with the range."""
+    for key, allowed in ranges.items():
+        value = OmegaConf.select(node, key) if isinstance(node, DictConfig) else node.get(key)
+        items = list(value) if isinstance(value, (list, tuple)) or OmegaConf.is_list(value) else [value]
+        for item in items:
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and not allowed.holds(item):
+                shown = f"{prefix}{key}={value}" if len(items) == 1 else f"{prefix}{key}={list(items)}"
+                raise ConfigError(f"{shown} must be {allowed}")
+
+
+def check_groups(cfg: DictConfig, schema: type, config_dir: Path = CONFIG_DIR) -> None:
+    """A group option meant for another recipe (``model=roberta_base`` in the GPT recipe) is named
+    as such, before its interpolations fail on keys this recipe does not have."""
+    for name, kind in typing.get_type_hints(schema).items():
+        node = cfg.get(name) if isinstance(cfg, DictConfig) else None
+        if not (is_dataclass(kind) and isinstance(node, DictConfig)):
+            continue
+        known = {f.name for f in fields(kind)}
+        extra = set(node.keys()) - known
+        if not extra:
+            continue
+        keys = {
+            p.stem: set(yaml.safe_load(p.read_text()) or {}) - {"defaults"}
+            for p in (Path(config_dir) / name).glob("*.yaml")
+        }
+        if not any(extra <= k for k in keys.values()):
+            continue  # a misspelt key, not another recipe's option: the schema names it
+        options = sorted(name for name, k in keys.items() if k <= known)
+        extra = sorted(extra)
+        raise ConfigError(
+            f"{name}: this recipe's {name} has no {', '.join(extra)}, so the {name} "
+            f"chosen is for another recipe; choose one of: {', '.join(options) or '(none found)'}"
+        )
 
 
 def validate(cfg: DictConfig, schema: type) -> DictConfig:
     """``cfg`` resolved and merged into ``schema`` (a recipe's ``SCHEMA``): every key known, typed,
-    set, one of its choices and within its bounds (the engine's, and the schema's ``LOWER_BOUNDS``)."""
+    set, one of its choices and within its range (the engine's ``RANGES`` and the schema's)."""
+    check_groups(cfg, schema)
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
         plain.pop("hydra", None)
@@ -116,10 +206,7 @@ def validate(cfg: DictConfig, schema: type) -> DictConfig:
         value = OmegaConf.select(typed, key, default="<absent>")
         if value != "<absent>" and value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, allowed))}")
-    for key, low in {**LOWER_BOUNDS, **getattr(schema, "LOWER_BOUNDS", {})}.items():
-        value = OmegaConf.select(typed, key)
-        if value is not None and value < low:
-            raise ConfigError(f"{key}={value} must be at least {low}")
+    check_ranges(typed, {**RANGES, **getattr(schema, "RANGES", {})})
     if "optimizer" in typed:
         optimizer_settings(typed.optimizer)
     return typed
@@ -141,6 +228,7 @@ def optimizer_settings(node) -> tuple[str, dict]:
             f"optimizer {name!r} does not take {', '.join(f'optimizer.{k}' for k in unknown)}; "
             f"it takes: {', '.join(sorted(entry.accepts))}"
         )
+    check_ranges(settings, OPTIMIZER_RANGES, prefix="optimizer.")
     return name, settings
 
 

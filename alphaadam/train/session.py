@@ -135,8 +135,9 @@ class RunSession:
         self.peak_flops = s.trainer.peak_flops or peak_flops(device, precision.name)
         with self.recorder.recording():
             elapsed_before = self._resume()
-            if self.dist.is_main:
-                self.recorder.metrics.truncate_after(self.step)  # what a killed session logged after it
+            if self.dist.is_main:  # what a killed session logged after its checkpoint (all, without one)
+                resumed = self.recorder.checkpoint_path.is_file()
+                self.recorder.metrics.truncate_after(self.step if resumed else -1)
             self.recorder.begin(self.step, metrics=tracker.metrics())
             self._started = time.perf_counter() - elapsed_before
             if self.dist.is_main:

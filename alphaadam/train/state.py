@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from alphaadam.runs.files import save_torch
+from alphaadam.runs.files import UnreadableRunFile, save_torch
 
 
 def seed_everything(seed: int) -> None:
@@ -43,7 +44,20 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict | None:
+    """The checkpoint, or None without one; an unreadable one is an error, never a silent restart."""
     if not Path(path).is_file():
         return None
-    # Our own file: it holds optimizer states that may contain plain Python objects.
-    return torch.load(path, map_location=device, weights_only=False)
+    try:
+        # Our own file: it holds optimizer states that may contain plain Python objects.
+        checkpoint = torch.load(path, map_location=device, weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as err:
+        raise UnreadableRunFile(
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0]}): "
+            "restore it, or delete it to start the run over"
+        ) from None
+    if not isinstance(checkpoint, dict) or "step" not in checkpoint:
+        raise UnreadableRunFile(
+            f"checkpoint {path} is not a checkpoint of this harness: restore it, or delete it to "
+            "start the run over"
+        )
+    return checkpoint
