@@ -41,6 +41,10 @@ class Recipe:
     def module(self):
         """The recipe module, imported (as ``recipes.<name>`` from the repository's recipes/)."""
         if self.script.parent.resolve() == RECIPES_DIR.resolve():
+            # recipes/ is a package of the repository, not installed: the `alphaadam` command finds
+            # it from the repository root.
+            if str(RECIPES_DIR.parent) not in sys.path:
+                sys.path.append(str(RECIPES_DIR.parent))
             module = importlib.import_module(f"recipes.{self.name}")
         else:  # a recipe folder of one's own (--recipes-dir): loaded from its file
             key = f"alphaadam_recipe_{self.name}"

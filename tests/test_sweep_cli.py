@@ -152,3 +152,10 @@ def test_ctrl_c_of_a_sweep_says_how_to_resume(tree, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "alphaadam sweep: interrupted; run the same command again to resume" in err
     assert "Traceback" not in err
+
+
+def test_an_invalid_job_stops_the_sweep_before_any_job_starts(tree, capsys):
+    assert small("sweep.lr={default: [1.0e-4, -1.0e-3]}", "sweep.optimizers=[adamw]") == 2
+    err = capsys.readouterr().err
+    assert "optimizer.lr=-0.001 must be greater than 0" in err and "optimizer.lr=-0.001" in err
+    assert len(err.strip().splitlines()) == 1 and not (tree / "runs").exists()
