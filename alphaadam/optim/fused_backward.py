@@ -47,7 +47,8 @@ class FusedBackwardUpdate:
 
     @torch.no_grad()
     def _consume(self, p: torch.Tensor) -> None:
-        self._squares.append(p.grad.float().square().sum())
+        grad = p.grad if p.grad.dtype == torch.float64 else p.grad.float()
+        self._squares.append(grad.square().sum().double())  # one scalar per tensor
         if not self._measuring:
             self.optimizer.update_parameter(p, self._scale)
         p.grad = None
