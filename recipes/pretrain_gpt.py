@@ -32,6 +32,7 @@ from alphaadam.train import distributed
 from alphaadam.train.config import ConfigError, build_optimizer_from_config, validate
 from alphaadam.train.distributed import all_reduce_sum, broadcast
 from alphaadam.train.divergence import divergence
+from alphaadam.train.fused_update import fused_update_for_trainer
 from alphaadam.train.measure import (
     Throughput,
     mask_stats_record,
@@ -168,6 +169,7 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
     optimizer = build_optimizer_from_config(model, s.optimizer)  # bad hyper-parameters stop here, named
     schedule = LRSchedule.from_config(s.scheduler, t.max_steps)
     precision = make_precision(t.dtype, dist.device)
+    fused = fused_update_for_trainer(optimizer, t, accum, dist.enabled, precision.name)  # AdaLomo in backward
     if dist.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -269,8 +271,12 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
                 with precision.autocast():
                     _, loss = train_model(x, y)
                 loss_sum += loss.detach()
+                if fused:  # each gradient is consumed (and freed) as backward produces it
+                    grad_norm = fused.backward(loss)
+                    continue
                 precision.scaler.scale(loss / accum).backward()
-            grad_norm = precision.unscale_and_clip(model, optimizer, t.grad_clip)  # the true gradients
+            if not fused:
+                grad_norm = precision.unscale_and_clip(model, optimizer, t.grad_clip)  # the true gradients
             train_loss = (all_reduce_sum(loss_sum / accum, dist) / dist.world_size).item()
             if reason := divergence(train_loss, t.max_loss):
                 step += 1

@@ -3,13 +3,18 @@ low-rank factorisation Q Uᵀ whose rank adapts to how well it fits.
 
 Per matrix θ (m x n; higher ranks as shape[0] x rest) with gradient G, at step t:
 
-    V   = β2 · Q Uᵀ + (1 - β2) · G ⊙ G          (a dense m x n temporary; Q Uᵀ = 0 at the first step)
+    V   = β2 · max(Q Uᵀ, 0) + (1 - β2) · G ⊙ G  (a dense m x n temporary; Q Uᵀ = 0 at the first step)
     Q, U = low-rank factors of V for the next step (see :func:`low_rank_factors`)
-    M̂   = G / (sqrt(max(V, 0)) + eps)           (the clamp: a truncated Q Uᵀ can dip below zero)
+    M̂   = G / (sqrt(V) + eps)
     M̂  <- M̂ / max(1, RMS(M̂) / d)               (update clipping, d = clip_threshold; None: off)
     M   = β1 M + (1 - β1) M̂ if β1 > 0, else M̂   (momentum of the normalised update)
     θ  <- θ (1 - η wd) - η · s · M               (s = 1, or the cosine guidance below)
 
+A truncated Q Uᵀ of a nonnegative matrix can dip below zero. Clamping V itself at zero before the
+square root (the rule as it is usually transcribed) leaves entries where V is 0 while G is not, whose
+steps G / eps then dominate the matrix's RMS, so the clipping shrinks every other step (on the demo's
+GPT the loss stalled; docs/memory_efficient.md). Here the reconstruction is clamped instead, before the new gradient is mixed in, so every
+entry keeps V >= (1 - β2) G² and |M̂| <= 1 / sqrt(1 - β2) (a project choice; exact at full rank).
 Vectors keep a dense v (the same rule with Q Uᵀ replaced by v). There is no bias correction: at full
 rank, with β1 = 0, no clipping and no guidance this is ``torch.optim.RMSprop(alpha=β2, eps=eps)``
 (tested). State per matrix: Q (m x k) and U (n x k) for the current rank k, plus M (m x n) when
@@ -183,7 +188,8 @@ class Adapprox(KeepsStateDtypes, torch.optim.Optimizer):
         g = p.grad.to(dtype).reshape(shape)
 
         if factored:
-            v = torch.addmm(g * g, state["factor_q"], state["factor_u"].T, beta=1 - beta2, alpha=beta2)
+            previous = (state["factor_q"] @ state["factor_u"].T).clamp_(min=0)
+            v = previous.mul_(beta2).addcmul_(g, g, value=1 - beta2)
             generator = torch.Generator().manual_seed(
                 group["seed"] * 1_000_003 + int(state["step"].item()) * 7919 + index
             )
@@ -198,7 +204,7 @@ class Adapprox(KeepsStateDtypes, torch.optim.Optimizer):
             )
         else:
             v = state["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        update = g / v.clamp(min=0).sqrt().add_(group["eps"])
+        update = g / v.sqrt().add_(group["eps"])
         if group["clip_threshold"] is not None:
             update.div_((rms(update) / group["clip_threshold"]).clamp(min=1.0))
         step_size = group["lr"]

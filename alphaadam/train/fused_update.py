@@ -9,17 +9,11 @@ from alphaadam.train.config import ConfigError
 
 
 def fused_update_for_trainer(
-    optimizer: torch.optim.Optimizer,
-    enabled: bool,
-    *,
-    grad_clip: float,
-    accumulation_steps: int,
-    distributed: bool,
-    precision: str,
+    optimizer: torch.optim.Optimizer, trainer, accumulation_steps: int, distributed: bool, precision: str
 ) -> FusedBackwardUpdate | None:
-    """The recipes' ``trainer.fused_backward_update``: hooks on ``optimizer``'s parameters, or None
-    when off; a setting that cannot work with it stops the run with one line naming it."""
-    if not enabled:
+    """Hooks on ``optimizer``'s parameters when ``trainer.fused_backward_update`` is on (clipping to
+    ``trainer.grad_clip``), else None; a setting that cannot work with it stops the run, named."""
+    if not trainer.fused_backward_update:
         return None
     problem = None
     if accumulation_steps > 1:
@@ -31,6 +25,6 @@ def fused_update_for_trainer(
     if problem:
         raise ConfigError(f"trainer.fused_backward_update=true cannot work with {problem}")
     try:
-        return FusedBackwardUpdate(optimizer, max_norm=grad_clip)
+        return FusedBackwardUpdate(optimizer, max_norm=trainer.grad_clip)
     except ValueError as err:
         raise ConfigError(f"trainer.fused_backward_update=true: {err}") from None
