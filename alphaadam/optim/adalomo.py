@@ -44,11 +44,6 @@ def beta2_at(step: int, decay_rate: float) -> float:
     return 1.0 - step**decay_rate
 
 
-def factored_inverse_sqrt(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-    """1 / sqrt(v̂) for v̂ = outer(row / mean(row), col): the rank-one second moment of a matrix."""
-    return (row / row.mean()).rsqrt()[:, None] * col.rsqrt()[None, :]
-
-
 class AdaLomo(KeepsStateDtypes, torch.optim.Optimizer):
     """AdaLomo as a torch optimizer; see the module docstring for the rule.
 
@@ -113,8 +108,11 @@ class AdaLomo(KeepsStateDtypes, torch.optim.Optimizer):
         return loss
 
     @torch.no_grad()
-    def update_parameter(self, p: torch.Tensor, grad_scale=1.0, group: dict | None = None) -> None:
-        """Update ``p`` from ``p.grad`` (multiplied by ``grad_scale``, e.g. a clipping coefficient)."""
+    def update_parameter(
+        self, p: torch.Tensor, grad_scale=1.0, group: dict | None = None, consume_grad: bool = False
+    ) -> None:
+        """Update ``p`` from ``p.grad`` (multiplied by ``grad_scale``, e.g. a clipping coefficient);
+        ``consume_grad``: ``p.grad`` may be overwritten (it is freed next)."""
         group = group or self.group_of(p)
         state = self.state[p]
         dtype = state_dtype(p)
@@ -129,25 +127,33 @@ class AdaLomo(KeepsStateDtypes, torch.optim.Optimizer):
         state["step"] += 1
         beta2 = beta2_at(state["step"].item(), group["decay_rate"])
 
-        g = p.grad.to(dtype).reshape(shape)
+        # One buffer of the parameter's size holds g, then the update (none in the fused form,
+        # which hands over a gradient it is about to free): the rest are reductions.
+        work = p.grad.detach().reshape(shape)
+        work = work if consume_grad and work.dtype == dtype else work.to(dtype, copy=True)
         if group["clip_grad_value"] is not None:
-            g = g.clamp(-group["clip_grad_value"], group["clip_grad_value"])
+            work.clamp_(-group["clip_grad_value"], group["clip_grad_value"])
         if not (isinstance(grad_scale, float) and grad_scale == 1.0):
-            g = g * grad_scale
-        square = g * g + group["eps1"]
-        if p.dim() >= 2:
+            work.mul_(grad_scale)
+        if p.dim() >= 2:  # row and column means of g² + eps1
             row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
-            row.mul_(beta2).add_(square.mean(dim=1), alpha=1 - beta2)
-            col.mul_(beta2).add_(square.mean(dim=0), alpha=1 - beta2)
-            update = g * factored_inverse_sqrt(row, col)
+            row_mean = torch.linalg.vector_norm(work, dim=1).square_().div_(shape[1]).add_(group["eps1"])
+            col_mean = torch.linalg.vector_norm(work, dim=0).square_().div_(shape[0]).add_(group["eps1"])
+            row.mul_(beta2).add_(row_mean, alpha=1 - beta2)
+            col.mul_(beta2).add_(col_mean, alpha=1 - beta2)
+            work.mul_((row / row.mean()).rsqrt_()[:, None]).mul_(col.rsqrt()[None, :])
         else:
             v = state["exp_avg_sq"]
-            v.mul_(beta2).add_(square, alpha=1 - beta2)
-            update = g * v.rsqrt()
-        update.div_((rms(update) / group["clip_threshold"]).clamp(min=1.0))
+            v.mul_(beta2).addcmul_(work, work, value=1 - beta2).add_((1 - beta2) * group["eps1"])
+            work.mul_(v.rsqrt())
+        update = work.div_((rms(work) / group["clip_threshold"]).clamp(min=1.0))
 
-        theta = p.detach().to(dtype).reshape(shape)
-        alpha = group["lr"] * rms(theta).clamp(min=group["eps2"])  # a tensor: no device sync
+        theta = p.detach().reshape(shape)
+        alpha = group["lr"] * rms(theta.to(dtype)).clamp(min=group["eps2"])  # a tensor: no device sync
+        if p.dtype != dtype:  # bf16/fp16: compute in fp32, round once
+            theta = theta.to(dtype)
         if group["weight_decay"]:
-            theta = theta * (1 - alpha * group["weight_decay"])
-        p.copy_((theta - alpha * update).reshape(p.shape))
+            theta.mul_(1 - alpha * group["weight_decay"])
+        theta.sub_(update.mul_(alpha))
+        if p.dtype != dtype:
+            p.copy_(theta.reshape(p.shape))

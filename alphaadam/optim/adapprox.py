@@ -13,8 +13,9 @@ Per matrix θ (m x n; higher ranks as shape[0] x rest) with gradient G, at step 
 A truncated Q Uᵀ of a nonnegative matrix can dip below zero. Clamping V itself at zero before the
 square root (the rule as it is usually transcribed) leaves entries where V is 0 while G is not, whose
 steps G / eps then dominate the matrix's RMS, so the clipping shrinks every other step (on the demo's
-GPT the loss stalled; docs/memory_efficient.md). Here the reconstruction is clamped instead, before the new gradient is mixed in, so every
-entry keeps V >= (1 - β2) G² and |M̂| <= 1 / sqrt(1 - β2) (a project choice; exact at full rank).
+GPT the loss stalled; docs/memory_efficient.md). Here the reconstruction is clamped instead, before
+the new gradient is mixed in, so every entry keeps V >= (1 - β2) G² and |M̂| <= 1 / sqrt(1 - β2) (a
+project choice; exact at full rank).
 Vectors keep a dense v (the same rule with Q Uᵀ replaced by v). There is no bias correction: at full
 rank, with β1 = 0, no clipping and no guidance this is ``torch.optim.RMSprop(alpha=β2, eps=eps)``
 (tested). State per matrix: Q (m x k) and U (n x k) for the current rank k, plus M (m x n) when

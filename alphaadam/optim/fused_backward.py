@@ -2,7 +2,8 @@
 
 A post-accumulate-grad hook on every parameter fires once the parameter's gradient is final (after
 all of its uses, tied weights included, are summed) and hands it to the optimizer's
-``update_parameter(p, grad_scale)``, which updates the parameter and the hook then frees ``p.grad``.
+``update_parameter(p, grad_scale, consume_grad=True)``, which updates the parameter (free to work in
+``p.grad``'s memory) and the hook then frees ``p.grad``.
 Updating a parameter during backward does not change the gradients still to come: the autograd
 node that produced its gradient has already produced the gradients of its inputs.
 
@@ -25,7 +26,7 @@ class FusedBackwardUpdate:
     """Run ``optimizer``'s per-parameter update from hooks during ``backward(loss)``.
 
     Args:
-        optimizer: has ``update_parameter(p, grad_scale)`` (e.g. :class:`alphaadam.optim.AdaLomo`).
+        optimizer: has ``update_parameter(p, grad_scale, consume_grad)`` (:class:`alphaadam.optim.AdaLomo`).
         max_norm: clip the gradients to this global norm (two backward passes); 0 or None: no clipping.
     """
 
@@ -33,7 +34,8 @@ class FusedBackwardUpdate:
         if not callable(getattr(optimizer, "update_parameter", None)):
             raise ValueError(
                 f"{type(optimizer).__name__} cannot update inside backward: it has no "
-                "update_parameter(p, grad_scale) (use optimizer=adalomo, or turn fused_backward_update off)"
+                "update_parameter(p, grad_scale, consume_grad) (use optimizer=adalomo, or turn "
+                "fused_backward_update off)"
             )
         if max_norm is not None and (not isinstance(max_norm, (int, float)) or max_norm < 0):
             raise ValueError(f"max_norm={max_norm!r} must be a number >= 0 (0: no clipping)")
@@ -47,10 +49,11 @@ class FusedBackwardUpdate:
 
     @torch.no_grad()
     def _consume(self, p: torch.Tensor) -> None:
-        grad = p.grad if p.grad.dtype == torch.float64 else p.grad.float()
-        self._squares.append(grad.square().sum().double())  # one scalar per tensor
+        precision = torch.float64 if p.grad.dtype == torch.float64 else torch.float32
+        norm = torch.linalg.vector_norm(p.grad, dtype=precision)  # a reduction: no copy of the gradient
+        self._squares.append(norm.double().square())
         if not self._measuring:
-            self.optimizer.update_parameter(p, self._scale)
+            self.optimizer.update_parameter(p, self._scale, consume_grad=True)
         p.grad = None
 
     def backward(self, loss: torch.Tensor) -> torch.Tensor:
