@@ -12,6 +12,10 @@ SETTINGS = {
     "adam_mini": {},
     "adam8bit": {},
     "microadam": dict(density=0.05),
+    "adalomo": {},
+    "sinkgd": {},
+    "swan": {},
+    "adapprox": {},
 }
 
 
@@ -24,6 +28,10 @@ def test_registered_with_source_and_paper():
         "adam_mini": "in-project",
         "adam8bit": "bitsandbytes (PyPI)",
         "microadam": "in-project",
+        "adalomo": "in-project",
+        "sinkgd": "in-project",
+        "swan": "in-project",
+        "adapprox": "in-project",
     }
     assert all("arXiv" in optimizer_entry(name).paper for name in SETTINGS)
     with pytest.raises(ValueError, match="does not take rank"):
