@@ -29,7 +29,16 @@ from alphaadam.optim.param_groups import NamedParameters
 class NormalizedMatrixAdam(KeepsStateDtypes, torch.optim.Optimizer):
     """Stateless ``direction(g)`` steps on groups with ``normalized=True``, AdamW on the others."""
 
-    def __init__(self, params, defaults: dict):
+    def __init__(self, params, lr, betas, eps, weight_decay, lr_ratio, normalized, **options):
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            lr_ratio=lr_ratio,
+            normalized=normalized,
+            **options,
+        )
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict) -> None:
@@ -89,22 +98,21 @@ class NormalizedMatrixAdam(KeepsStateDtypes, torch.optim.Optimizer):
         p.add_((m / denom).to(p.dtype), alpha=-group["lr"] / (1 - beta1**t))
 
 
-def matrix_and_adam_groups(
+def build_for_model(
+    cls: type[NormalizedMatrixAdam],
     params: NamedParameters,
     *,
     weight_decay: float,
     weight_decay_rule: str,
     family: str | None,
     targets: list[str] | None,
-) -> list[dict]:
-    """Groups of the attention and MLP matrices of the model family (``normalized=True``) and of
-    everything else (AdamW), each split by weight decay."""
+    **options,
+) -> NormalizedMatrixAdam:
+    """``cls`` with groups of the attention and MLP matrices of the model family (``normalized=True``;
+    ``targets``, regular expressions, replaces the family's choice) and of everything else (AdamW),
+    each split by weight decay."""
     chosen = lowrank_targets(params, family, targets)
-    return lowrank_param_groups(
-        params,
-        chosen,
-        weight_decay,
-        weight_decay_rule,
-        {"normalized": True},
-        {"normalized": False},
+    groups = lowrank_param_groups(
+        params, chosen, weight_decay, weight_decay_rule, {"normalized": True}, {"normalized": False}
     )
+    return cls(groups, weight_decay=weight_decay, **options)

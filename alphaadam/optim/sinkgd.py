@@ -21,7 +21,7 @@ import math
 import torch
 
 from alphaadam.optim.common import check_number, check_positive_int
-from alphaadam.optim.normalized import NormalizedMatrixAdam, matrix_and_adam_groups
+from alphaadam.optim.normalized import NormalizedMatrixAdam, build_for_model
 from alphaadam.optim.param_groups import NamedParameters
 
 
@@ -59,17 +59,10 @@ class SinkGD(NormalizedMatrixAdam):
         sinkhorn_eps: float = 1e-8,
         normalized: bool = True,
     ):
-        defaults = dict(
-            lr=lr,
-            betas=tuple(betas),
-            eps=eps,
-            weight_decay=weight_decay,
-            lr_ratio=lr_ratio,
-            iterations=iterations,
+        super().__init__(
+            params, lr, betas, eps, weight_decay, lr_ratio, normalized, iterations=iterations,
             sinkhorn_eps=sinkhorn_eps,
-            normalized=normalized,
-        )
-        super().__init__(params, defaults)
+        )  # fmt: skip
 
     def _validate_group(self, group: dict) -> None:
         check_positive_int("iterations", group["iterations"])
@@ -95,20 +88,5 @@ def build_sinkgd(
 ) -> SinkGD:
     """SinkGD on the attention and MLP matrices of a GPT, RoBERTa or Llama model (``family``
     detected when not given; ``targets``, regular expressions, replaces the family's choice)."""
-    groups = matrix_and_adam_groups(
-        params,
-        weight_decay=weight_decay,
-        weight_decay_rule=weight_decay_rule,
-        family=family,
-        targets=targets,
-    )
-    return SinkGD(
-        groups,
-        lr=lr,
-        betas=betas,
-        eps=eps,
-        weight_decay=weight_decay,
-        lr_ratio=lr_ratio,
-        iterations=iterations,
-        sinkhorn_eps=sinkhorn_eps,
-    )
+    options = dict(locals())  # every keyword above, as given
+    return build_for_model(SinkGD, options.pop("params"), **options)

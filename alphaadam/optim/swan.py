@@ -21,7 +21,7 @@ import math
 import torch
 
 from alphaadam.optim.common import check_positive_int
-from alphaadam.optim.normalized import NormalizedMatrixAdam, matrix_and_adam_groups
+from alphaadam.optim.normalized import NormalizedMatrixAdam, build_for_model
 from alphaadam.optim.param_groups import NamedParameters
 
 
@@ -75,17 +75,9 @@ class SWAN(NormalizedMatrixAdam):
         rms_scale: bool = True,
         normalized: bool = True,
     ):
-        defaults = dict(
-            lr=lr,
-            betas=tuple(betas),
-            eps=eps,
-            weight_decay=weight_decay,
-            lr_ratio=lr_ratio,
-            ns_steps=ns_steps,
-            rms_scale=rms_scale,
-            normalized=normalized,
+        super().__init__(
+            params, lr, betas, eps, weight_decay, lr_ratio, normalized, ns_steps=ns_steps, rms_scale=rms_scale
         )
-        super().__init__(params, defaults)
 
     def _validate_group(self, group: dict) -> None:
         check_positive_int("ns_steps", group["ns_steps"])
@@ -111,20 +103,5 @@ def build_swan(
     targets: list[str] | None = None,
 ) -> SWAN:
     """SWAN on the attention and MLP matrices of a GPT, RoBERTa or Llama model (see build_sinkgd)."""
-    groups = matrix_and_adam_groups(
-        params,
-        weight_decay=weight_decay,
-        weight_decay_rule=weight_decay_rule,
-        family=family,
-        targets=targets,
-    )
-    return SWAN(
-        groups,
-        lr=lr,
-        betas=betas,
-        eps=eps,
-        weight_decay=weight_decay,
-        lr_ratio=lr_ratio,
-        ns_steps=ns_steps,
-        rms_scale=rms_scale,
-    )
+    options = dict(locals())  # every keyword above, as given
+    return build_for_model(SWAN, options.pop("params"), **options)
