@@ -37,7 +37,8 @@ def loss_of(model, batch):
 @pytest.mark.parametrize("clip", [None, 0.05])
 def test_equals_the_authors_lomo_optim_package(monkeypatch, clip):
     """lomo-optim 0.1.1 allocates its state with .cuda(); on a CPU that is made a no-op."""
-    lomo_optim = pytest.importorskip("lomo_optim")
+    import lomo_optim  # a test dependency (pyproject.toml)
+
     monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
     theirs_model, ours_model = mlp(), mlp()
     theirs = lomo_optim.AdaLomo(theirs_model, lr=1e-2, weight_decay=0.1, clip_grad_norm=clip)
