@@ -11,7 +11,7 @@ from torch import nn
 from alphaadam.optim import AdaLomo, build_optimizer
 from alphaadam.optim.adalomo import beta2_at
 from alphaadam.optim.fused_backward import FusedBackwardUpdate
-from tests.baseline_helpers import TinyGPT
+from tests.baseline_helpers import TinyGPT, tiny_llama, tiny_roberta
 
 
 def mlp(seed=0, dtype=torch.float32):
@@ -213,3 +213,15 @@ def test_bad_settings_are_errors_naming_them():
         FusedBackwardUpdate(build_optimizer(mlp(), "adamw"))
     with pytest.raises(ValueError, match="max_norm"):
         FusedBackwardUpdate(build_optimizer(mlp(), "adalomo"), max_norm=-1.0)
+
+
+@pytest.mark.parametrize("make", [tiny_roberta, tiny_llama])
+def test_fused_form_steps_every_model_family(make):
+    model = make()
+    fused = FusedBackwardUpdate(build_optimizer(model, "adalomo", lr=1e-2, weight_decay=0.01), max_norm=1.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    out = model(input_ids=ids, labels=ids if make is tiny_llama else torch.tensor([0, 1]))
+    assert fused.backward(out.loss) > 0
+    changed = [not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True)]
+    assert all(p.grad is None for p in model.parameters()) and sum(changed) > len(changed) // 2

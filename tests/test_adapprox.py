@@ -5,7 +5,7 @@ import torch
 
 from alphaadam.optim import Adapprox, build_optimizer
 from alphaadam.optim.adapprox import low_rank_factors, state_numel
-from tests.baseline_helpers import TinyGPT, apply_stream
+from tests.baseline_helpers import TinyGPT, apply_stream, tiny_llama, tiny_roberta
 from tests.optim_helpers import make_params, max_difference, run
 
 FACTORS = dict(min_rank=1, error_threshold=0.0, oversample=0, power_iters=2)
@@ -134,3 +134,13 @@ def test_bad_settings_are_errors_naming_them():
         build_optimizer(TinyGPT(), "adapprox", power_iters=-1)
     with pytest.raises(ValueError, match="cosine_guidance"):
         build_optimizer(TinyGPT(), "adapprox", cosine_guidance="yes")
+
+
+@pytest.mark.parametrize("make", [tiny_roberta, tiny_llama])
+def test_steps_every_model_family(make):
+    model = make()
+    opt = build_optimizer(model, "adapprox", lr=1e-3, weight_decay=0.01)
+    before = [p.detach().clone() for p in model.parameters()]
+    apply_stream(opt, list(model.named_parameters()), 2)
+    after = list(model.parameters())
+    assert all(torch.isfinite(p).all() and not torch.equal(a, p) for a, p in zip(before, after, strict=True))
