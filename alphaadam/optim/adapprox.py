@@ -47,7 +47,7 @@ from alphaadam.optim.adalomo import rms
 from alphaadam.optim.base import state_dtype
 from alphaadam.optim.common import (
     KeepsStateDtypes,
-    check_betas,
+    check_adam_group,
     check_number,
     check_positive_int,
     evaluate_closure,
@@ -138,9 +138,8 @@ class Adapprox(KeepsStateDtypes, torch.optim.Optimizer):
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        for key in ("lr", "eps", "weight_decay", "error_threshold"):
-            check_number(key, group[key])
-        check_betas(group["betas"])
+        check_adam_group(group)
+        check_number("error_threshold", group["error_threshold"])
         if group["clip_threshold"] is not None:
             check_number("clip_threshold", group["clip_threshold"], low=1e-12)
         if group["max_rank"] is not None:
