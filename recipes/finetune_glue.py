@@ -54,6 +54,7 @@ from alphaadam.train.config import (
 )
 from alphaadam.train.distributed import device_summary, resolve_device
 from alphaadam.train.divergence import divergence
+from alphaadam.train.fused_update import fused_update_for_trainer
 from alphaadam.train.identity import run_identity
 from alphaadam.train.precision import make_precision
 from alphaadam.train.schedule import LRSchedule
@@ -241,6 +242,8 @@ def _train(cfg: DictConfig, s: DictConfig, task: GlueTask, dist) -> dict | None:
     optimizer = build_optimizer_from_config(model, s.optimizer)  # bad hyper-parameters stop here, named
     schedule = LRSchedule.from_config(s.scheduler, total_steps)
     precision = make_precision(t.dtype, device)
+    accum = math.ceil(task.batch_size / micro_batch)
+    fused = fused_update_for_trainer(optimizer, t, accum, False, precision.name)  # AdaLomo in backward
     tracker = LossTracker(main=task.main_metric, higher_is_better=True)
 
     with session.running(
@@ -275,8 +278,12 @@ def _train(cfg: DictConfig, s: DictConfig, task: GlueTask, dist) -> dict | None:
                     loss = compiled(**to_device(batch, device)).loss
                 share = len(part) / len(indices)  # the batch's mean loss, whatever the split
                 loss_sum += loss.detach() * share
+                if fused:  # each gradient is consumed (and freed) as backward produces it
+                    grad_norm = fused.backward(loss)
+                    continue
                 precision.scaler.scale(loss * share).backward()
-            grad_norm = precision.unscale_and_clip(model, optimizer, t.grad_clip)  # the true gradients
+            if not fused:
+                grad_norm = precision.unscale_and_clip(model, optimizer, t.grad_clip)  # the true gradients
             train_loss = loss_sum.item()
             if reason := divergence(train_loss, t.max_loss):
                 session.diverge(reason, {"train_loss": train_loss, "lr": lr})

@@ -39,6 +39,7 @@ from alphaadam.train.config import (
 )
 from alphaadam.train.distributed import all_reduce_sum, device_summary, resolve_device
 from alphaadam.train.divergence import divergence
+from alphaadam.train.fused_update import fused_update_for_trainer
 from alphaadam.train.identity import run_identity
 from alphaadam.train.precision import make_precision
 from alphaadam.train.schedule import LRSchedule
@@ -224,6 +225,7 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
     optimizer = build_optimizer_from_config(model, s.optimizer)  # bad hyper-parameters stop here, named
     schedule = LRSchedule.from_config(s.scheduler, t.max_steps)
     precision = make_precision(t.dtype, dist.device)
+    fused = fused_update_for_trainer(optimizer, t, accum, dist.enabled, precision.name)  # AdaLomo in backward
     tracker = LossTracker()
     eval_points = evaluation_points(s)
 
@@ -263,8 +265,12 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
                 with precision.autocast():
                     _, loss = train_model(x, y)
                 loss_sum += loss.detach()
+                if fused:  # each gradient is consumed (and freed) as backward produces it
+                    grad_norm = fused.backward(loss)
+                    continue
                 precision.scaler.scale(loss / accum).backward()
-            grad_norm = precision.unscale_and_clip(model, optimizer, t.grad_clip)  # the true gradients
+            if not fused:
+                grad_norm = precision.unscale_and_clip(model, optimizer, t.grad_clip)  # the true gradients
             train_loss = (all_reduce_sum(loss_sum / accum, dist) / dist.world_size).item()
             if reason := divergence(train_loss, t.max_loss):
                 session.diverge(reason, {"train_loss": train_loss, "lr": lr})

@@ -48,6 +48,10 @@ OPTIMIZERS = (
     "adam_mini",
     "adam8bit",
     "microadam",
+    "adalomo",
+    "sinkgd",
+    "swan",
+    "adapprox",
 )
 REFERENCE = "adamw_fused"
 

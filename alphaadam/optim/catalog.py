@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from alphaadam.optim.adalomo import AdaLomo
 from alphaadam.optim.adam8bit import build_adam8bit
 from alphaadam.optim.adam_mini import build_adam_mini
+from alphaadam.optim.adapprox import Adapprox
 from alphaadam.optim.alphaadam import AlphaAdam, CAdamW
 from alphaadam.optim.alphasgd import AlphaSGD
 from alphaadam.optim.galore import build_galore
@@ -13,6 +15,8 @@ from alphaadam.optim.ldadam import build_ldadam
 from alphaadam.optim.microadam import MicroAdam
 from alphaadam.optim.param_groups import NamedParameters
 from alphaadam.optim.registry import register, register_class
+from alphaadam.optim.sinkgd import build_sinkgd
+from alphaadam.optim.swan import build_swan
 
 PAPER = "AlphaAdam, arXiv 2501.18094"
 
@@ -117,4 +121,32 @@ register_class(
     summary="MicroAdam: Adam over a window of top-k sparse gradients, 4-bit error feedback",
     source="in-project",
     paper="Modoranu et al. 2024, arXiv 2405.15593",
+)
+
+# Memory-efficient optimizers of the related papers (issue #15), all in-project.
+register_class(
+    "adalomo",
+    AdaLomo,
+    summary="AdaLomo: factored second moment, update normalisation, relative step; fusable into backward",
+    source="in-project",
+    paper="Lv et al. 2024, arXiv 2310.10195",
+)
+register(
+    "sinkgd",
+    summary="SinkGD: stateless alternating row/column normalisation of matrices, AdamW elsewhere",
+    source="in-project",
+    paper="Scetbon et al. 2025, arXiv 2502.06742",
+)(build_sinkgd)
+register(
+    "swan",
+    summary="SWAN: stateless GradNorm + Newton-Schulz whitening of matrices, AdamW elsewhere",
+    source="in-project",
+    paper="Ma et al. 2024, arXiv 2412.13148",
+)(build_swan)
+register_class(
+    "adapprox",
+    Adapprox,
+    summary="Adapprox: randomised low-rank second moment with adaptive rank, update clipping",
+    source="in-project",
+    paper="Zhao et al. 2024, arXiv 2403.14958",
 )

@@ -50,6 +50,7 @@ class TrainerSettings:
     max_loss: float = 20.0  # a training loss above this (or NaN/inf) ends the run as "diverged"
     progress: str = "auto"  # auto (a bar on a terminal, else lines) | bar | lines | none
     peak_flops: float | None = None  # per device, for MFU; None: looked up from the GPU's name
+    fused_backward_update: bool = False  # update inside backward, keep no gradients (AdaLomo)
 
 
 @dataclass

@@ -16,7 +16,8 @@ MINIMAL = {
 def test_repository_specs_load(in_repo):
     specs = {s.name: s for s in find_specs(suite=None)}
     assert {"table1_glue", "table2_gsm8k", "table3_ablation", "figure2_gpt2", "demo"} <= set(specs)
-    assert {s.name for s in find_specs()} == set(specs) - {"demo"}
+    studies = {"demo", "memory_efficient", "table3_memory_efficient"}  # suites of their own
+    assert {s.name for s in find_specs()} == set(specs) - studies
     assert specs["demo"].out_dir == "results/demo" and specs["demo"].reference is None
     glue = specs["table1_glue"]
     assert [c.metric.rsplit(".", 1)[1] for c in glue.columns] == [
