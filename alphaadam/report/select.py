@@ -41,6 +41,7 @@ class Cell:
     select_mean: float | None = None
     runs: list[str] = field(default_factory=list)  # run_dir of its completed seeds
     variants: int = 0  # distinct identity.variant values among the cell's runs (0: none recorded)
+    per_seed: dict = field(default_factory=dict)  # seed -> value of the selected configuration
 
     @property
     def variant_note(self) -> str:
@@ -204,6 +205,9 @@ def select_cell(runs: pd.DataFrame, spec: Spec, row: Row, column: Column) -> Cel
     chosen_runs = cell_runs[cell_runs["run_dir"].astype(str).isin(chosen["runs"])]
     values = numeric(chosen_runs, column.metric)
     values = values[np.isfinite(values)]
+    seed_col = f"identity.{spec.selection.seed}"
+    seeds = chosen_runs[seed_col] if seed_col in chosen_runs.columns else chosen_runs["run_dir"]
+    per_seed = {plain(seeds[i]): float(v) for i, v in values.items()}
     lost = {k: int(chosen[f"n_{k}"]) for k in ("div", "oom") if chosen[f"n_{k}"]}
     config = json.loads(chosen["config"])
     if values.empty:
@@ -226,6 +230,7 @@ def select_cell(runs: pd.DataFrame, spec: Spec, row: Row, column: Column) -> Cel
         select_mean=float(chosen["mean"]),
         runs=list(chosen["runs"]),
         variants=variants,
+        per_seed=per_seed,
     )
 
 

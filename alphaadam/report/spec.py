@@ -40,6 +40,7 @@ import yaml
 
 from alphaadam.paths import CONFIG_DIR
 from alphaadam.report.errors import SpecError
+from alphaadam.report.stats import INTERVALS, SPEED_AXES, TESTS
 
 SPEC_DIR = CONFIG_DIR / "report"
 DEFAULT_RUNS_ROOT = "results/runs"
@@ -111,6 +112,24 @@ class Figures:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """The row every other row is compared with, column by column (see alphaadam/report/stats.py)."""
+
+    row: str
+    test: str = "auto"  # auto | t | sign_flip
+    alpha: float = 0.05  # a cell whose p-value is below this gets the marker
+
+
+@dataclass(frozen=True)
+class SpeedToTarget:
+    """Columns saying when each row reaches the baseline's final ``metric`` (a metrics.jsonl key)."""
+
+    metric: str = "val_loss"
+    x: tuple[str, ...] = ("step", "tokens", "time_s")
+    column: str | None = None  # whose selected runs are read; None: the last column
+
+
+@dataclass(frozen=True)
 class RunFilter:
     roots: tuple[str, ...] = (DEFAULT_RUNS_ROOT,)
     recipe: tuple[Any, ...] = ()
@@ -136,6 +155,9 @@ class Spec:
     suite: str = "paper"
     caption: str = ""
     path: str = ""
+    interval: str = "std"  # what follows "±" in a cell: ci95 | std | none
+    baseline: Baseline | None = None
+    speed_to_target: SpeedToTarget | None = None
 
 
 # --- validation helpers -------------------------------------------------------------------------
@@ -227,6 +249,8 @@ _TOP = (
     "figures",
     "table",
     "outputs",
+    "baseline",
+    "speed_to_target",
 )
 
 
@@ -247,7 +271,10 @@ def parse_spec(data, source: str = "<spec>", default_name: str | None = None) ->
         identity=c.filter("runs.identity", runs_raw.get("identity")),
     )
 
-    values = c.mapping("values", top.get("values"), ("scale", "decimals", "higher_is_better"))
+    values = c.mapping("values", top.get("values"), ("scale", "decimals", "higher_is_better", "interval"))
+    interval = c.string("values.interval", values.get("interval"), "std")
+    if interval not in INTERVALS:
+        c.fail("values.interval", f"{interval!r} is not one of {', '.join(INTERVALS)}")
     default_scale = c.number("values.scale", values.get("scale"), 1.0)
     default_decimals = c.integer("values.decimals", values.get("decimals"), 3)
     default_hib = c.boolean("values.higher_is_better", values.get("higher_is_better"))
@@ -359,6 +386,40 @@ def parse_spec(data, source: str = "<spec>", default_name: str | None = None) ->
             transpose=c.boolean("reference.transpose", ref.get("transpose"), False),
         )
 
+    baseline = None
+    if top.get("baseline") is not None:
+        raw = top["baseline"] if isinstance(top["baseline"], dict) else {"row": top["baseline"]}
+        raw = c.mapping("baseline", raw, ("row", "test", "alpha"), required=("row",))
+        baseline = Baseline(
+            row=c.string("baseline.row", raw["row"]),
+            test=c.string("baseline.test", raw.get("test"), "auto"),
+            alpha=c.number("baseline.alpha", raw.get("alpha"), 0.05),
+        )
+        if baseline.test not in TESTS:
+            c.fail("baseline.test", f"{baseline.test!r} is not one of {', '.join(TESTS)}")
+        if not 0 < baseline.alpha < 1:
+            c.fail("baseline.alpha", f"{baseline.alpha} is not in (0, 1)")
+        if rows is not None and baseline.row not in [r.label for r in rows]:
+            c.fail(
+                "baseline.row", f"no row labelled {baseline.row!r}; rows: {', '.join(r.label for r in rows)}"
+            )
+    speed = None
+    if top.get("speed_to_target") not in (None, False):
+        raw = {} if top["speed_to_target"] is True else top["speed_to_target"]
+        raw = c.mapping("speed_to_target", raw, ("metric", "x", "column"))
+        x = c.strings("speed_to_target.x", raw.get("x"), SpeedToTarget.x)
+        bad = [v for v in x if v not in SPEED_AXES]
+        if bad:
+            c.fail("speed_to_target.x", f"unknown {bad}; choose from {', '.join(SPEED_AXES)}")
+        speed = SpeedToTarget(
+            metric=c.string("speed_to_target.metric", raw.get("metric"), "val_loss"),
+            x=x,
+            column=c.string("speed_to_target.column", raw.get("column")),
+        )
+        if baseline is None:
+            c.fail("speed_to_target", "needs a `baseline` row (its final loss is the target)")
+        if speed.column is not None and speed.column not in labels:
+            c.fail("speed_to_target.column", f"no column labelled {speed.column!r}")
     figures = _parse_figures(c, top.get("figures"))
     outputs = c.mapping("outputs", top.get("outputs"), ("dir",))
     name = c.string("name", top.get("name"), default_name)
@@ -381,6 +442,9 @@ def parse_spec(data, source: str = "<spec>", default_name: str | None = None) ->
         suite=c.string("suite", top.get("suite"), "paper"),
         caption=c.string("caption", top.get("caption"), "").strip(),
         path=source,
+        interval=interval,
+        baseline=baseline,
+        speed_to_target=speed,
     )
 
 

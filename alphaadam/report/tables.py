@@ -11,8 +11,9 @@ Average columns are the mean of the row's cell means (no std); "—" if one of t
 from __future__ import annotations
 
 import json
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,15 @@ import pandas as pd
 from alphaadam.report.reference import Numbers, load_numbers
 from alphaadam.report.select import Cell, Row, select_cells
 from alphaadam.report.spec import Column, Spec
+from alphaadam.report.stats import (
+    SMALL_N,
+    Comparison,
+    final_value,
+    interval,
+    paired,
+    smallest_sign_flip_p,
+    speed_to_target,
+)
 from alphaadam.runs.files import write_text
 
 DASH = "—"
@@ -44,6 +54,10 @@ class Text:
     bold: bool = False
 
 
+SPEED_LABELS = {"step": "Steps to target", "tokens": "Tokens to target", "time_s": "Time to target (s)"}
+MARKER = "†"
+
+
 @dataclass
 class Table:
     spec: Spec
@@ -52,10 +66,23 @@ class Table:
     averages: dict[tuple[str, str], float | None]
     reference: Numbers | None  # keyed by (paper row label, paper column label)
     bold: set[tuple[str, str]]
+    comparisons: dict[tuple[str, str], Comparison | None] = field(default_factory=dict)
+    target: float | None = None  # the baseline's final loss (speed to target)
+    speeds: dict[str, dict | None] = field(default_factory=dict)  # row label -> {axis: mean} | None
+
+    @property
+    def values(self) -> list[str]:
+        """The labels of the columns and averages (the headers that hold our metric values)."""
+        return [c.label for c in self.spec.columns] + [a.label for a in self.spec.averages]
+
+    @property
+    def speed_labels(self) -> list[str]:
+        speed = self.spec.speed_to_target
+        return [SPEED_LABELS[x] for x in speed.x] if speed else []
 
     @property
     def headers(self) -> list[str]:
-        return [c.label for c in self.spec.columns] + [a.label for a in self.spec.averages]
+        return self.values + self.speed_labels
 
 
 # --- building -----------------------------------------------------------------------------------
@@ -102,7 +129,17 @@ def build_table(df: pd.DataFrame, spec: Spec, reference: Numbers | None = None) 
             ok = all(c.status == "ok" for c in parts)
             averages[(row.label, avg.label)] = sum(c.mean for c in parts) / len(parts) if ok else None
     table = Table(spec, rows, cells, averages, reference, set())
-    for label in table.headers:
+    if spec.baseline is not None:
+        base = spec.baseline.row
+        table.comparisons = {
+            (row.label, col.label): compare(cells[(row.label, col.label)], cells[(base, col.label)], spec)
+            for row in rows
+            for col in spec.columns
+            if row.label != base and (base, col.label) in cells
+        }
+    if spec.speed_to_target is not None:
+        table.target, table.speeds = speeds_to_target(cells, rows, spec)
+    for label in table.values:
         higher = _column_format(spec, label)[2]
         values = {r.label: shown(table, r.label, label) for r in rows}
         present = [v for v in values.values() if v is not None]
@@ -110,6 +147,70 @@ def build_table(df: pd.DataFrame, spec: Spec, reference: Numbers | None = None) 
             best = max(present) if higher else min(present)
             table.bold.update((r, label) for r, v in values.items() if v == best)
     return table
+
+
+def compare(cell: Cell, base: Cell, spec: Spec) -> Comparison | None:
+    if cell.status != "ok" or base.status != "ok":
+        return None
+    return paired(cell.per_seed, base.per_seed, spec.baseline.test)
+
+
+def _curves(cell: Cell) -> list[list[dict]]:
+    from alphaadam.report.figures import read_metrics  # matplotlib: only when a spec asks for speed
+
+    return [read_metrics(run) for run in cell.runs]
+
+
+def speeds_to_target(cells, rows: list[Row], spec: Spec) -> tuple[float | None, dict[str, dict | None]]:
+    """The baseline's final loss (mean over its selected runs) and, per row with runs, the step,
+    tokens and seconds at which the mean curve of its selected runs reaches it (None: never)."""
+    speed = spec.speed_to_target
+    column = speed.column or spec.columns[-1].label
+    base = cells.get((spec.baseline.row, column))
+    target = final_value(_curves(base), speed.metric) if base is not None else None
+    if target is None:
+        return None, {}
+    curves = {r.label: _curves(cells[(r.label, column)]) for r in rows if cells[(r.label, column)].runs}
+    return target, {label: speed_to_target(c, target, speed.metric) for label, c in curves.items()}
+
+
+def speed_text(table: Table, row: Row, label: str) -> Text:
+    axis = next(x for x, name in SPEED_LABELS.items() if name == label)
+    if table.target is None:
+        return Text(DASH)
+    if row.label not in table.speeds:  # no runs
+        return Text(DASH)
+    mine = table.speeds[row.label]
+    if mine is None:
+        return Text("not reached")
+    base = table.speeds.get(table.spec.baseline.row)
+    value = mine[axis]
+    if not math.isfinite(value):  # the runs did not log this axis
+        return Text(DASH)
+    main = f"{value:,.0f}" if axis != "time_s" else f"{value:,.1f}"
+    if base is None or not base[axis] or not math.isfinite(base[axis]):
+        return Text(main)
+    return Text(main, f"({value / base[axis]:.2f}×)")
+
+
+def speed_line(spec: Spec, cells, rows: list[Row]) -> str:
+    """One line for a loss-curve figure's caption: steps to the baseline's final loss, per row."""
+    target, speeds = speeds_to_target(cells, rows, spec)
+    b, metric = spec.baseline.row, spec.speed_to_target.metric
+    if target is None:
+        return f"Speed to target: no {metric} curve for {b}."
+    base = speeds.get(b)
+    parts = []
+    for row in rows:
+        if row.label not in speeds:
+            continue
+        mine = speeds[row.label]
+        if mine is None:
+            parts.append(f"{row.label} not reached")
+        else:
+            ratio = f" ({mine['step'] / base['step']:.2f}×)" if base and base["step"] else ""
+            parts.append(f"{row.label} {mine['step']:,.0f}{ratio}")
+    return f"Steps to {b}'s final {metric} ({target:.4f}): " + ", ".join(parts) + "."
 
 
 def paper_value(table: Table, row: Row, label: str) -> float | None:
@@ -124,6 +225,8 @@ def paper_value(table: Table, row: Row, label: str) -> float | None:
 
 
 def our_text(table: Table, row: Row, label: str) -> Text:
+    if label in table.speed_labels:
+        return speed_text(table, row, label)
     scale, decimals, _ = _column_format(table.spec, label)
     bold = (row.label, label) in table.bold
     if label not in {c.label for c in table.spec.columns}:  # an average
@@ -133,10 +236,19 @@ def our_text(table: Table, row: Row, label: str) -> Text:
     if cell.status != "ok":
         return Text(DASH if cell.status == "none" else cell.status)
     main = _fmt(cell.mean * scale, decimals)
-    if cell.std is not None:
-        main += f" ± {_fmt(cell.std * scale, decimals)}"
+    spread = interval(list(cell.per_seed.values()), table.spec.interval) if cell.per_seed else None
+    if spread is not None:
+        main += f" ± {_fmt(spread * scale, decimals)}"
     lost = "".join(f", {v} {k}" for k, v in cell.lost.items())
-    return Text(main, f"(n={cell.n}{lost}{cell.variant_note})", bold)
+    versus = ""
+    comparison = table.comparisons.get((row.label, label))
+    if comparison is not None:
+        versus = f"; Δ {_fmt(comparison.diff * scale, decimals, sign=True)}"
+        if comparison.p is not None:
+            versus += f", p={comparison.p:.2g}"
+        if comparison.significant(table.spec.baseline.alpha):
+            main += MARKER
+    return Text(main, f"(n={cell.n}{lost}{cell.variant_note}{versus})", bold)
 
 
 def paper_text(table: Table, row: Row, label: str) -> Text:
@@ -213,8 +325,14 @@ def caption(table: Table) -> str:
     else:
         scale = "; ".join(f"×{s:g} for {', '.join(labels)}" for s, labels in scaled)
     metric = _metric_fields(cols)
+    spread = {
+        "std": "mean ± sample std",
+        "ci95": "mean ± half-width of its 95 % confidence interval (Student t, n − 1 degrees of freedom)",
+        "none": "mean",
+    }[spec.interval]
+    single = "" if spec.interval == "none" else "; a single seed has no interval"
     parts = [
-        f"Cells: mean ± sample std over seeds (n = number of {seed}s) of the {metric}"
+        f"Cells: {spread} over seeds (n = number of {seed}s{single}) of the {metric}"
         + (f", {scale}" if scale else "")
         + "."
     ]
@@ -243,6 +361,10 @@ def caption(table: Table) -> str:
             f"Rows '{PAPER_ROW}': the published value ({spec.reference.label}; "
             f"{spec.reference.file}: {spec.reference.source}) and Δ = ours − paper."
         )
+    if spec.baseline is not None:
+        parts.append(baseline_caption(table))
+    if spec.speed_to_target is not None:
+        parts.append(speed_caption(table))
     parts.append(
         "div / oom: every run diverged / ran out of memory; —: no result; "
         "'k div' or 'k oom' in a cell: seeds of the selected configuration that did not finish."
@@ -250,6 +372,45 @@ def caption(table: Table) -> str:
     if spec.caption:
         parts.append(spec.caption)
     return " ".join(parts)
+
+
+TEST_NAMES = {"t": "the paired t-test", "sign_flip": "the exact sign-flip permutation test"}
+
+
+def baseline_caption(table: Table) -> str:
+    spec = table.spec
+    b = spec.baseline
+    used = sorted({c.test for c in table.comparisons.values() if c is not None and c.p is not None})
+    if b.test == "auto":
+        how = f"{TEST_NAMES['sign_flip']} below {SMALL_N} pairs, else {TEST_NAMES['t']}"
+    else:
+        how = TEST_NAMES[b.test]
+    ns = sorted({c.n for c in table.comparisons.values() if c is not None and c.test == "sign_flip"})
+    floor = (
+        f" (with {ns[0]} pairs the sign-flip test cannot go below p = {smallest_sign_flip_p(ns[0]):.2g})"
+        if ns and "sign_flip" in used
+        else ""
+    )
+    return (
+        f"Δ: the row minus {b.row} in the same column, over the {spec.selection.seed}s both have "
+        f"(paired by {spec.selection.seed}: same data order and initialisation); p: two-sided, from "
+        f"{how}{floor}; {MARKER}: p < {b.alpha:g}. Each row's {spec.selection.over} was selected on the "
+        "same runs that are tested, which favours rows with more points on their grid (selection bias); "
+        "p-values are not corrected for it nor for the number of rows."
+    )
+
+
+def speed_caption(table: Table) -> str:
+    speed = table.spec.speed_to_target
+    b = table.spec.baseline.row
+    column = speed.column or table.spec.columns[-1].label
+    target = "unknown (no curve)" if table.target is None else f"{table.target:.4f}"
+    return (
+        f"{', '.join(table.speed_labels)}: when the {speed.metric} curve of the runs selected for "
+        f"column {column} first reaches {b}'s final {speed.metric} ({target}), interpolated between "
+        f"evaluations, of the mean curve over seeds, with the ratio to {b}'s (below 1: faster); "
+        "not reached: the mean curve never reaches it."
+    )
 
 
 # --- Markdown -------------------------------------------------------------------------------------
@@ -359,6 +520,7 @@ def cells_frame(table: Table) -> pd.DataFrame:
                     "status": cell.status,
                     "mean": cell.mean,
                     "std": cell.std,
+                    "ci95": interval(list(cell.per_seed.values()), "ci95") if cell.per_seed else None,
                     "n": cell.n,
                     "scale": col.scale,
                     "metric": col.metric,
@@ -369,9 +531,21 @@ def cells_frame(table: Table) -> pd.DataFrame:
                     "paper": paper_value(table, row, col.label),
                     "config": json.dumps(cell.config, sort_keys=True) if cell.config else "",
                     "runs": ";".join(cell.runs),
+                    **comparison_fields(table.comparisons.get((row.label, col.label))),
                 }
             )
     return pd.DataFrame.from_records(records)
+
+
+def comparison_fields(comparison: Comparison | None) -> dict:
+    if comparison is None:
+        return {"diff_vs_baseline": None, "pairs": None, "p": None, "test": None}
+    return {
+        "diff_vs_baseline": comparison.diff,
+        "pairs": comparison.n,
+        "p": comparison.p,
+        "test": comparison.test,
+    }
 
 
 def write_table(table: Table, out_dir: str | Path) -> list[Path]:
