@@ -59,5 +59,5 @@ def test_error_lines():
     key_error = ConfigKeyError("Key 'epochz' is not in struct")
     key_error.full_key = "trainer.epochz"
     assert error_line(key_error, "invalid config") == (
-        "invalid config: ConfigKeyError: trainer.epochz: Key 'epochz' is not in struct"
+        "invalid config: trainer.epochz: Key 'epochz' is not in struct"
     )
