@@ -41,6 +41,7 @@ from alphaadam.optim.common import (
 )
 from alphaadam.optim.families import BLOCK_KINDS, adam_mini_blocks, attention_head_dim
 from alphaadam.optim.param_groups import NamedParameters
+from alphaadam.optim.sharding import refuse_dtensors
 
 
 def block_segments(kind: str, rows: int, head_dim: int | None) -> list[tuple[int, int, int]]:
@@ -202,6 +203,7 @@ def build_adam_mini(
     Weight decay follows ``weight_decay_rule`` like every optimizer here (1.1.1 exempts names
     containing "norm", "ln" or "bias", which is the same set on these families under "ndim").
     """
+    refuse_dtensors((p for _, p in params.named), "Adam-mini", "its blocks (heads, rows) span the shards")
     kinds = adam_mini_blocks(params, family)
     per_head = [p for n, p in params.named if kinds[n] in ("head", "qkv")]
     # without a config, the hidden size is the input width of the query/key matrices

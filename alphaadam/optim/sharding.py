@@ -63,8 +63,42 @@ def all_reduce_tables(tables: list[torch.Tensor], groups: list) -> list[torch.Te
     return reduced
 
 
-def refuse_dtensors(params, optimizer: str, instead: str) -> None:
+def on_local_shards(groups: list[dict]) -> tuple[list[dict], list]:
+    """Param groups (of ``(name, parameter)`` pairs) for an optimizer that cannot take DTensors:
+    each DTensor is replaced by a plain parameter aliasing its local shard (the same memory).
+    Returns the groups and the (DTensor, alias) pairs for :func:`attach_local_gradients`."""
+    pairs, out = [], []
+    for group in groups:
+        params = []
+        for name, p in group["params"]:
+            if isinstance(p, DTensor):
+                alias = torch.nn.Parameter(p.to_local(), requires_grad=p.requires_grad)
+                pairs.append((p, alias))
+                p = alias
+            params.append((name, p))
+        out.append({**group, "params": params})
+    return out, pairs
+
+
+def attach_local_gradients(optimizer: torch.optim.Optimizer, pairs: list) -> None:
+    """Before every step, give each alias of :func:`on_local_shards` its DTensor's local gradient."""
+
+    def hook(opt, args, kwargs):
+        for param, alias in pairs:
+            alias.grad = local(param.grad)
+
+    if pairs:
+        optimizer.register_step_pre_hook(hook)
+
+
+# The registered optimizers that run on FSDP2 shards (docs/distributed.md).
+FSDP2_READY = "adamw, sgd, alphaadam, cadamw, adamw_am, adamw_sm, alphasgd, microadam or adam8bit"
+
+
+def refuse_dtensors(params, optimizer: str, reason: str) -> None:
     """Raise when a parameter is a DTensor (``fully_shard``): ``optimizer`` cannot take FSDP2 shards."""
-    for p in params:
-        if isinstance(p, DTensor):
-            raise RuntimeError(f"{optimizer} does not support FSDP2 (fully_shard) parameters; {instead}")
+    if any(isinstance(p, DTensor) for p in params):
+        raise RuntimeError(
+            f"{optimizer} does not support FSDP2 (fully_shard) parameters: {reason}; "
+            f"train it with DDP, or use {FSDP2_READY} under FSDP2"
+        )
