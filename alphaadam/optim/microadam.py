@@ -159,6 +159,8 @@ class MicroAdam(KeepsStateDtypes, torch.optim.Optimizer):
     def step(self, closure=None):
         loss = evaluate_closure(closure)
         for group, index, p in params_with_grad(self):
+            if sharding.local(p).numel() == 0:  # an empty FSDP2 shard (fewer rows than ranks)
+                continue
             state = self.state[p]
             if not state:
                 self._init_state(group, p, state)
