@@ -103,6 +103,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         model = Net().double()
         reference = Net().double()
         reference.load_state_dict(model.state_dict())
+        fully_shard(model.wide)  # its own default mesh: still one all-reduce per step
+        fully_shard(model.narrow, mesh=mesh)
         fully_shard(model, mesh=mesh)
         return model, reference
 

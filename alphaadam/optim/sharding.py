@@ -51,13 +51,17 @@ def shard_group(param: torch.Tensor, owner: str):
 
 
 def all_reduce_tables(tables: list[torch.Tensor], groups: list) -> list[torch.Tensor]:
-    """Sum each statistics table over its shard group: one all-reduce per distinct group (one per
-    step under FSDP2). Tables whose group is None are returned unchanged."""
+    """Sum each statistics table over its shard group: one all-reduce per distinct set of ranks (one
+    per step under FSDP2, however many meshes ``fully_shard`` made). Tables whose group is None are
+    returned unchanged."""
     reduced = list(tables)
-    for group in {id(g): g for g in groups if g is not None}.values():
-        members = [i for i, g in enumerate(groups) if g is group]
+    by_ranks: dict[tuple, list[int]] = {}
+    for i, group in enumerate(groups):
+        if group is not None:
+            by_ranks.setdefault(tuple(dist.get_process_group_ranks(group)), []).append(i)
+    for members in by_ranks.values():
         stacked = torch.cat([tables[i] for i in members])
-        dist.all_reduce(stacked, op=dist.ReduceOp.SUM, group=group)
+        dist.all_reduce(stacked, op=dist.ReduceOp.SUM, group=groups[members[0]])
         for i, part in zip(members, stacked.split([len(tables[i]) for i in members]), strict=True):
             reduced[i] = part
     return reduced
