@@ -7,7 +7,6 @@ import torch
 from alphaadam.optim import kernels, multitensor, native
 from alphaadam.optim.base import Bucket, MaskedOptimizer, state_dtype
 from alphaadam.optim.common import check_betas, check_number
-from alphaadam.optim.masking import static_float
 
 
 def adam_directions(
@@ -144,13 +143,13 @@ class AlphaAdam(MaskedOptimizer):
 
     def _first_pass(self, bucket: Bucket) -> torch.Tensor:
         group, (t,) = bucket.group, bucket.kind
-        mask, compensation = self._rule(bucket)
         values = bucket.scratch["values"] = self._step_values(group, t)
         grads = bucket.locals("grad")
         exp_avgs, exp_avg_sqs = bucket.locals("exp_avg"), bucket.locals("exp_avg_sq")
         if bucket.native:
             row = [values[name] for name in native.HYPER_PARAMETERS]
             hyper = torch.tensor([row] * len(grads), dtype=torch.float64)
+            mask = self._rule(bucket)[0]
             full, masked, kept = native.adam_direction_pass(
                 grads, exp_avgs, exp_avg_sqs, hyper, mask=mask, strict=group["mask_strict"]
             )
@@ -159,9 +158,9 @@ class AlphaAdam(MaskedOptimizer):
         # The values that change from step to step enter as 0-d tensors: no recompiles, no syncs.
         varying = {k: values[k] for k in ("inv_bc1", "inv_bc2_sqrt", "lr", "decay")}
         scalars = bucket.scratch["scalars"] = self._scalars(varying, exp_avgs[0].dtype, exp_avgs[0].device)
-        directions, unmasked, table = kernels.run(
+        return self._multitensor_first_pass(
+            bucket,
             adam_directions,
-            self.backend,
             grads,
             exp_avgs,
             exp_avg_sqs,
@@ -170,30 +169,15 @@ class AlphaAdam(MaskedOptimizer):
             values["eps"],
             scalars["inv_bc1"],
             scalars["inv_bc2_sqrt"],
-            mask=mask,
-            strict=group["mask_strict"],
-            norm=static_float(group["alpha_norm"]),
-            need_norms=compensation == "norm_ratio",
         )
-        bucket.scratch.update(directions=directions, unmasked=unmasked)
-        return table
 
     def _second_pass(self, bucket: Bucket, alpha: torch.Tensor, take_unmasked: torch.Tensor) -> None:
         values, params = bucket.scratch["values"], bucket.locals()
         lr, decay = values["lr"], values["decay"]
         if not bucket.native:
             scalars = bucket.scratch["scalars"]
-            kernels.run(
-                multitensor.masked_update,
-                self.backend,
-                params,
-                bucket.scratch["directions"],
-                bucket.scratch["unmasked"],
-                alpha * scalars["lr"],
-                take_unmasked,
-                scalars["decay"] if bucket.group["weight_decay"] != 0 else None,
-                empty_full=self._rule(bucket)[0] != "none" and bucket.group["empty_mask"] == "full",
-            )
+            decay_or_none = scalars["decay"] if bucket.group["weight_decay"] != 0 else None
+            self._multitensor_second_pass(bucket, alpha * scalars["lr"], take_unmasked, decay_or_none)
             return
         grads = bucket.locals("grad")
         n = len(params)

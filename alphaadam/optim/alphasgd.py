@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from alphaadam.optim import kernels, multitensor
+from alphaadam.optim import multitensor
 from alphaadam.optim.base import Bucket, MaskedOptimizer
 from alphaadam.optim.common import check_number
-from alphaadam.optim.masking import static_float
 
 
 def sgd_directions(
@@ -116,38 +115,19 @@ class AlphaSGD(MaskedOptimizer):
 
     def _first_pass(self, bucket: Bucket) -> torch.Tensor:
         group, (first,) = bucket.group, bucket.kind
-        mask, compensation = self._rule(bucket)
-        has_momentum = group["momentum"] != 0
-        directions, unmasked, table = kernels.run(
+        return self._multitensor_first_pass(
+            bucket,
             sgd_directions,
-            self.backend,
             bucket.locals(),
             bucket.locals("grad"),
-            bucket.locals("momentum_buffer") if has_momentum else None,
+            bucket.locals("momentum_buffer") if group["momentum"] != 0 else None,
             group["momentum"],
             group["dampening"],
             group["weight_decay"],
             first=first,
             nesterov=group["nesterov"],
-            mask=mask,
-            strict=group["mask_strict"],
-            norm=static_float(group["alpha_norm"]),
-            need_norms=compensation == "norm_ratio",
         )
-        bucket.scratch.update(directions=directions, unmasked=unmasked)
-        return table
 
     def _second_pass(self, bucket: Bucket, alpha: torch.Tensor, take_unmasked: torch.Tensor) -> None:
-        group, params = bucket.group, bucket.locals()
-        (lr,) = self._scalars({"lr": group["lr"]}, torch.float64, params[0].device).values()
-        kernels.run(
-            multitensor.masked_update,
-            self.backend,
-            params,
-            bucket.scratch["directions"],
-            bucket.scratch["unmasked"],
-            alpha * lr,
-            take_unmasked,
-            None,
-            empty_full=group["mask"] != "none" and group["empty_mask"] == "full",
-        )
+        (lr,) = self._scalars({"lr": bucket.group["lr"]}, torch.float64, bucket.params[0].device).values()
+        self._multitensor_second_pass(bucket, alpha * lr, take_unmasked, None)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from alphaadam.optim import kernels, sharding
+from alphaadam.optim import kernels, multitensor, sharding
 from alphaadam.optim.common import KeepsStateDtypes, check_number, evaluate_closure, params_with_grad
 from alphaadam.optim.masking import effective_compensation, static_float, step_factors, validate_mask_options
 
@@ -89,6 +89,38 @@ class MaskedOptimizer(KeepsStateDtypes, torch.optim.Optimizer):
         """(mask, compensation) of the bucket's step."""
         group = bucket.group
         return group["mask"], effective_compensation(group["mask"], group["compensation"])
+
+    def _multitensor_first_pass(self, bucket: Bucket, fn, *args, **options) -> torch.Tensor:
+        """Run a multi-tensor direction pass ``fn(*args, **options, mask=, strict=, norm=,
+        need_norms=)``; keep its directions for the second pass and return its statistics table."""
+        group = bucket.group
+        mask, compensation = self._rule(bucket)
+        directions, unmasked, table = kernels.run(
+            fn,
+            self.backend,
+            *args,
+            **options,
+            mask=mask,
+            strict=group["mask_strict"],
+            norm=static_float(group["alpha_norm"]),
+            need_norms=compensation == "norm_ratio",
+        )
+        bucket.scratch.update(directions=directions, unmasked=unmasked)
+        return table
+
+    def _multitensor_second_pass(self, bucket: Bucket, step: torch.Tensor, take_unmasked, decay) -> None:
+        """The shared second pass: ``step`` is lr times alpha per tensor, ``decay`` a 0-d tensor or None."""
+        kernels.run(
+            multitensor.masked_update,
+            self.backend,
+            bucket.locals(),
+            bucket.scratch["directions"],
+            bucket.scratch["unmasked"],
+            step,
+            take_unmasked,
+            decay,
+            empty_full=self._rule(bucket)[0] != "none" and bucket.group["empty_mask"] == "full",
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
