@@ -33,6 +33,9 @@ class Net(torch.nn.Module):
         self.narrow = torch.nn.Linear(16, 1)  # one row: rank 1's shard is empty
         self.table = torch.nn.Parameter(torch.randn(7, 4))
 
+    def forward(self, x):
+        return self.wide(x).tanh().mean() + self.narrow(x).square().mean() + self.table.square().mean()
+
 
 def gradient(step: int, index: int, shape, rank_rows: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(100 * step + index)
@@ -158,6 +161,23 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                     )
             report[name] = entry
 
+        # DDP: each rank its own batch, gradients averaged before step(); the replicas must stay equal.
+        for name in [*EXACT, *SHARD_LOCAL]:
+            torch.manual_seed(0)
+            model = torch.nn.parallel.DistributedDataParallel(Net().double())
+            opt = build(name, model.module)
+            for t in range(3):
+                x = torch.randn(
+                    8, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(10 * t + rank)
+                )
+                model(x).backward()
+                opt.step()
+                opt.zero_grad()
+            flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+            copies = [torch.zeros_like(flat) for _ in range(WORLD)]
+            dist.all_gather(copies, flat)
+            report[f"ddp_{name}"] = max((c - flat).abs().max().item() for c in copies)
+
         # Optimizer state through torch.distributed.checkpoint: save at step 3, load into a fresh
         # model and optimizer, continue; the result must equal the uninterrupted run.
         for name in ["alphaadam", "alphasgd"]:
@@ -240,3 +260,8 @@ def test_optimizers_needing_whole_matrices_refuse_in_one_line(reports, name):
 @pytest.mark.parametrize("name", ["alphaadam", "alphasgd"])
 def test_optimizer_state_round_trips_through_dcp(reports, name):
     assert all(report[f"dcp_{name}"] == 0.0 for report in reports)
+
+
+@pytest.mark.parametrize("name", EXACT + SHARD_LOCAL)
+def test_ddp_replicas_stay_identical(reports, name):
+    assert all(report[f"ddp_{name}"] == 0.0 for report in reports)

@@ -55,7 +55,7 @@ def native_enabled(backend: str) -> bool:
         if backend == "native":
             raise
         _native_broken = True
-        warnings.warn(f"{err} Falling back to torch.compile.", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{err} Falling back to multi-tensor torch ops.", RuntimeWarning, stacklevel=3)
         return False
     return True
 
