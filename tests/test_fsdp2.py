@@ -161,6 +161,14 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                     )
             report[name] = entry
 
+        # A maximum cannot be summed over shards: alpha_norm=inf is refused on sharded parameters.
+        model, _ = sharded_model()
+        opt = build_optimizer(model, "alphaadam", alpha_norm=float("inf"))
+        try:
+            train(opt, list(model.parameters()), 1)
+        except ValueError as err:
+            report["inf_norm"] = str(err)
+
         # DDP: each rank its own batch, gradients averaged before step(); the replicas must stay equal.
         for name in [*EXACT, *SHARD_LOCAL]:
             torch.manual_seed(0)
@@ -260,6 +268,10 @@ def test_optimizers_needing_whole_matrices_refuse_in_one_line(reports, name):
 @pytest.mark.parametrize("name", ["alphaadam", "alphasgd"])
 def test_optimizer_state_round_trips_through_dcp(reports, name):
     assert all(report[f"dcp_{name}"] == 0.0 for report in reports)
+
+
+def test_infinite_norm_order_is_refused_on_shards(reports):
+    assert "alpha_norm=inf" in reports[0]["inf_norm"] and "FSDP2" in reports[0]["inf_norm"]
 
 
 @pytest.mark.parametrize("name", EXACT + SHARD_LOCAL)
