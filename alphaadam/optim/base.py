@@ -149,20 +149,22 @@ class MaskedOptimizer(KeepsStateDtypes, torch.optim.Optimizer):
         return loss
 
     def _buckets(self) -> list[Bucket]:
-        entries = []
-        for group, _, p in params_with_grad(self):
-            state = self.state[p]
-            if not state:
-                self._init_state(p, state)
-            entries.append((group, p, state))
-        buckets: dict[tuple, Bucket] = {}
+        entries, shard_groups = [], []
         owner = type(self).__name__
-        for (group, p, state), kind in zip(entries, self._bucket_kinds(entries), strict=True):
+        for group, _, p in params_with_grad(self):
             shard_group = sharding.shard_group(p, owner)
             if shard_group is not None and math.isinf(group["alpha_norm"]):
                 raise ValueError(
                     f"{owner}: alpha_norm=inf needs a maximum over FSDP2 shards; use a finite alpha_norm"
                 )
+            state = self.state[p]
+            if not state:
+                self._init_state(p, state)
+            entries.append((group, p, state))
+            shard_groups.append(shard_group)
+        buckets: dict[tuple, Bucket] = {}
+        kinds = self._bucket_kinds(entries)
+        for (group, p, state), kind, shard_group in zip(entries, kinds, shard_groups, strict=True):
             native = shard_group is None and self._takes_native(group, p, state)
             key = (id(group), kind, p.dtype, p.device, native, id(shard_group))
             bucket = buckets.get(key)

@@ -4,8 +4,8 @@ This is the path of every tensor the C kernels do not take (CUDA, bf16/fp16, non
 tensors, FSDP2 shards). Each function takes the lists of one bucket (tensors that share a param
 group, dtype and device) and dispatches a fixed number of ATen ops whatever the list's length:
 
-* the mask is sign arithmetic, ``clamp(sign(m * g), 0)`` (``>`` ) or ``clamp(sign(m * g) + 1, max=1)``
-  (``>=``), kept as a 0/1 list;
+* the mask is sign arithmetic, ``clamp(sign(m * g), min=0)`` for ``>`` or
+  ``clamp(sign(m * g) + 1, max=1)`` for ``>=``, kept as a 0/1 list;
 * the per-tensor sums are ``torch._foreach_norm``\\ s stacked into one ``(n, 4)`` float64 table
   (``sum |u|^p``, ``sum |M u|^p``, ``sum M``, numel), which is what sharded tensors all-reduce;
 * per-tensor factors (alpha, the empty-mask choice) are vectors on the device, applied through
@@ -17,10 +17,6 @@ from __future__ import annotations
 import math
 
 import torch
-
-# Columns of a bucket's statistics table.
-FULL, MASKED, KEPT, NUMEL = range(4)
-
 
 def sign_mask(reference: list, grads: list, strict: bool) -> list:
     """``1[reference * grad > 0]`` (``>= 0`` when not strict) as 0/1 tensors of ``reference``'s dtype."""
