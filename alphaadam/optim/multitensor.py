@@ -18,6 +18,7 @@ import math
 
 import torch
 
+
 def sign_mask(reference: list, grads: list, strict: bool) -> list:
     """``1[reference * grad > 0]`` (``>= 0`` when not strict) as 0/1 tensors of ``reference``'s dtype."""
     keep = torch._foreach_mul(reference, grads)
