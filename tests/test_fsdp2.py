@@ -5,6 +5,7 @@ injected, identical on every layout: the sharded optimizer must match the same o
 whole tensors, because FSDP's reduce-scatter rounding would otherwise flip mask signs near zero.
 """
 
+import datetime
 import json
 import socket
 
@@ -96,7 +97,13 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=120),  # a rank that fails cannot leave the other waiting long
+    )
     torch.set_num_threads(1)
     mesh = init_device_mesh("cpu", (WORLD,))
     report = {}
@@ -110,6 +117,20 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         fully_shard(model.narrow, mesh=mesh)
         fully_shard(model, mesh=mesh)
         return model, reference
+
+    def checkpoint_round_trip(model, opt, name, path, make):
+        """Save through torch.distributed.checkpoint, load into a fresh ``make()`` and optimizer."""
+        dcp.save(
+            {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)},
+            checkpoint_id=path,
+        )
+        fresh, _ = make()
+        fresh_opt = build(name, fresh)
+        state = {"model": get_model_state_dict(fresh), "optim": get_optimizer_state_dict(fresh, fresh_opt)}
+        dcp.load(state, checkpoint_id=path)
+        set_model_state_dict(fresh, state["model"])
+        set_optimizer_state_dict(fresh, fresh_opt, state["optim"])
+        return fresh, fresh_opt
 
     try:
         for name in available_optimizers():
@@ -193,26 +214,33 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             opt = build(name, model)
             params = list(model.parameters())
             train(opt, params, 3)
-            path = f"{out_dir}/{name}_ckpt"
-            dcp.save(
-                {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)},
-                checkpoint_id=path,
+            fresh, fresh_opt = checkpoint_round_trip(
+                model, opt, name, f"{out_dir}/{name}_ckpt", sharded_model
             )
             train(opt, params, 3, start=3)
-            fresh, _ = sharded_model()
-            fresh_opt = build(name, fresh)
-            state = {
-                "model": get_model_state_dict(fresh),
-                "optim": get_optimizer_state_dict(fresh, fresh_opt),
-            }
-            dcp.load(state, checkpoint_id=path)
-            set_model_state_dict(fresh, state["model"])
-            set_optimizer_state_dict(fresh, fresh_opt, state["optim"])
             fresh_params = list(fresh.parameters())
             train(fresh_opt, fresh_params, 3, start=3)
             report[f"dcp_{name}"] = max(
                 (full(p) - full(q)).abs().max().item() for p, q in zip(params, fresh_params, strict=True)
             )
+
+        # MicroAdam's state is per rank, not a DTensor: DCP keeps one rank's copy. With even shards
+        # (same local shapes) it would load silently on the other rank; it must refuse instead.
+        def even_model():
+            torch.manual_seed(0)
+            model = torch.nn.Linear(16, 1000, bias=False).double()
+            fully_shard(model, mesh=mesh)
+            return model, None
+
+        model, _ = even_model()
+        opt = build("microadam", model)
+        train(opt, list(model.parameters()), 2)
+        try:
+            checkpoint_round_trip(model, opt, "microadam", f"{out_dir}/microadam_ckpt", even_model)
+            report["dcp_microadam"] = "loaded"
+        except RuntimeError as err:
+            report["dcp_microadam"] = str(err)
+        dist.barrier()
     finally:
         with open(f"{out_dir}/rank{rank}.json", "w") as f:
             json.dump(report, f)
@@ -268,6 +296,12 @@ def test_optimizers_needing_whole_matrices_refuse_in_one_line(reports, name):
 @pytest.mark.parametrize("name", ["alphaadam", "alphasgd"])
 def test_optimizer_state_round_trips_through_dcp(reports, name):
     assert all(report[f"dcp_{name}"] == 0.0 for report in reports)
+
+
+def test_per_rank_state_never_loads_on_another_rank(reports):
+    outcomes = [report["dcp_microadam"] for report in reports]
+    refusals = [o for o in outcomes if "state is per rank" in o]
+    assert refusals and all(o == "loaded" or o in refusals for o in outcomes), outcomes
 
 
 def test_infinite_norm_order_is_refused_on_shards(reports):

@@ -164,8 +164,13 @@ class MicroAdam(KeepsStateDtypes, torch.optim.Optimizer):
             state = self.state[p]
             if not state:
                 self._init_state(group, p, state)
+                sharding.mark_shard_state(p, state)
             self._update(group, index, p, state)
         return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        sharding.check_shard_states(self, "MicroAdam")
 
     def _update(self, group: dict, index: int, p: torch.Tensor, state: dict) -> None:
         p, grad = sharding.local(p), sharding.local(p.grad)

@@ -95,6 +95,24 @@ def attach_local_gradients(optimizer: torch.optim.Optimizer, pairs: list) -> Non
         optimizer.register_step_pre_hook(hook)
 
 
+def mark_shard_state(param: torch.Tensor, state: dict) -> None:
+    """Record which rank made a per-rank (not DTensor) state of a sharded parameter."""
+    if isinstance(param, DTensor):
+        state["shard_rank"] = torch.tensor(dist.get_rank())
+
+
+def check_shard_states(optimizer: torch.optim.Optimizer, name: str) -> None:
+    """After loading: refuse per-rank states that another rank saved (what
+    ``torch.distributed.checkpoint`` does with plain tensors: it keeps one rank's copy)."""
+    for state in optimizer.state.values():
+        if "shard_rank" in state and int(state["shard_rank"]) != dist.get_rank():
+            raise RuntimeError(
+                f"{name}'s FSDP2 state is per rank, and rank {dist.get_rank()} was given rank "
+                f"{int(state['shard_rank'])}'s; save and load it per rank with optimizer.state_dict(), "
+                "not torch.distributed.checkpoint"
+            )
+
+
 # The registered optimizers that run on FSDP2 shards (docs/distributed.md).
 FSDP2_READY = "adamw, sgd, alphaadam, cadamw, adamw_am, adamw_sm, alphasgd, microadam or adam8bit"
 
