@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from alphaadam.optim import available_optimizers, build_optimizer
+from alphaadam.optim import available_optimizers, build_optimizer, native
 
 WORLD = 2
 STEPS = 6
@@ -143,7 +143,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             params = list(model.parameters())
             rows = [torch.nn.Parameter(p.to_local().detach().clone()) for p in params]
             densities, calls = counting_all_reduces(train, opt, params, STEPS)
-            entry = {"all_reduces_per_step": calls / STEPS}
+            entry = {
+                "all_reduces_per_step": calls / STEPS,
+                "native_takes_dtensors": native.applies(params[0]),
+            }
             if name in SHARD_LOCAL:  # the same optimizer on plain copies of this rank's rows
                 ref_opt = build(name, torch.nn.ParameterList(rows))
                 for t in range(STEPS):
@@ -270,6 +273,7 @@ def test_sharded_equals_unsharded_with_identical_gradients(reports, name):
             assert entry["alpha_diff"] <= 1e-6 and entry["alpha_same_on_ranks"], entry
             assert entry["state_is_dtensor"]
             assert entry["all_reduces_per_step"] == 1.0  # all tensors' sums in one collective
+        assert not entry["native_ok"]  # the C kernels read raw memory: never a DTensor
 
 
 def test_a_mask_empty_on_one_shard_only_is_not_empty(reports):
