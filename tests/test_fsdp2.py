@@ -145,7 +145,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             densities, calls = counting_all_reduces(train, opt, params, STEPS)
             entry = {
                 "all_reduces_per_step": calls / STEPS,
-                "native_takes_dtensors": native.applies(params[0]),
+                "native_ok": native.applies(params[0]),
             }
             if name in SHARD_LOCAL:  # the same optimizer on plain copies of this rank's rows
                 ref_opt = build(name, torch.nn.ParameterList(rows))
