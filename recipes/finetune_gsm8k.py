@@ -157,8 +157,12 @@ def load_model(s: DictConfig, rows: list[dict], dtype: torch.dtype):
     """``(model, tokenizer)``: the configured checkpoint, or a tiny Llama whose tokenizer learns the rows."""
     if s.model.tiny is None:
         if not s.model.path:
-            raise ConfigError("model.path is empty: set a hub id or a local directory, or use model=tiny_llama")
-        return load_causal_lm(s.model.path, s.model.revision, dtype), load_tokenizer(s.model.path, s.model.revision)
+            raise ConfigError(
+                "model.path is empty: set a hub id or a local directory, or use model=tiny_llama"
+            )
+        return load_causal_lm(s.model.path, s.model.revision, dtype), load_tokenizer(
+            s.model.path, s.model.revision
+        )
     texts = [s.data.template.format(question=r["question"]) + " " + r["answer"] for r in rows]
     return tiny_llama.build(texts * 5, seed=s.seed, **s.model.tiny)
 
@@ -167,7 +171,9 @@ def train(cfg: DictConfig) -> dict | None:
     """Run, resume or skip the run that ``cfg`` describes; returns its result.json record."""
     settings = validate(cfg, SCHEMA)  # a misspelt key or a wrong type stops here, named
     if settings.eval.protocol not in gsm8k_eval.PROTOCOLS:
-        raise ConfigError(f"eval.protocol={settings.eval.protocol!r} is not one of {', '.join(gsm8k_eval.PROTOCOLS)}")
+        raise ConfigError(
+            f"eval.protocol={settings.eval.protocol!r} is not one of {', '.join(gsm8k_eval.PROTOCOLS)}"
+        )
     with started(settings.trainer.device) as dist:
         if dist.enabled:
             raise ConfigError(
@@ -228,10 +234,15 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
             indices = batches.indices(session.step)
             loss_sum, step_tokens = torch.zeros((), device=device), 0
             for part in micro_batches(indices, micro):
-                batch = {k: v.to(device) for k, v in collate([train_set[i] for i in part], tokenizer.pad_token_id).items()}
+                batch = {
+                    k: v.to(device)
+                    for k, v in collate([train_set[i] for i in part], tokenizer.pad_token_id).items()
+                }
                 step_tokens += int(batch["attention_mask"].sum())
                 with precision.autocast():
-                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                    logits = model(
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                    ).logits
                 loss = sequence_losses(logits, batch["labels"]).sum() / len(indices)  # the batch's mean
                 loss_sum += loss.detach()
                 loss.backward()

@@ -79,8 +79,10 @@ def test_702_steps_from_the_train_split():
 def test_sequence_loss_is_each_sequences_token_mean(tiny):
     (model, tok), rows = tiny
     examples = [encode(r, tok, TEMPLATE, 512) for r in rows[:3]]
-    together = sequence_losses(model(**{k: v for k, v in collate(examples, tok.pad_token_id).items() if k != "labels"}).logits,
-                               collate(examples, tok.pad_token_id)["labels"])
+    together = sequence_losses(
+        model(**{k: v for k, v in collate(examples, tok.pad_token_id).items() if k != "labels"}).logits,
+        collate(examples, tok.pad_token_id)["labels"],
+    )
     for i, e in enumerate(examples):
         alone = collate([e], tok.pad_token_id)
         expected = model(input_ids=alone["input_ids"], labels=alone["labels"]).loss  # HF's token mean

@@ -15,7 +15,9 @@ class GoldStub(LM):
     """Writes some reasoning, then the row's own ``#### <gold>``."""
 
     def generate_until(self, requests, disable_tqdm=False):
-        return [f" Some reasoning, 1,000 steps.\n#### {r.doc['answer'].rsplit('#### ', 1)[1]}" for r in requests]
+        return [
+            f" Some reasoning, 1,000 steps.\n#### {r.doc['answer'].rsplit('#### ', 1)[1]}" for r in requests
+        ]
 
     def loglikelihood(self, requests, disable_tqdm=False):
         raise NotImplementedError
@@ -44,7 +46,9 @@ def test_protocols_differ_where_the_anchors_did():
 def test_random_llama_on_five_rows_keeps_results_and_samples(tmp_path):
     rows = embedded_rows()
     model, tok = build([r["question"] + " " + r["answer"] for r in rows] * 5, 300, 32, 1, 2, 1, 64, seed=0)
-    scores = evaluate(huggingface_lm(model.eval(), tok, batch_size=8), tmp_path, data="embedded", limit=5, max_gen_toks=16)
+    scores = evaluate(
+        huggingface_lm(model.eval(), tok, batch_size=8), tmp_path, data="embedded", limit=5, max_gen_toks=16
+    )
     assert set(scores) == {"accuracy", "accuracy_flexible"} and all(0 <= v <= 1 for v in scores.values())
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["n-samples"]["gsm8k_alphaadam"]["effective"] == 5

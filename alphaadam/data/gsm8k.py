@@ -79,7 +79,9 @@ def encode(row: dict, tokenizer, template: str, max_length: int) -> dict:
     """One example's ``input_ids`` and ``labels``: the prompt (with the tokenizer's BOS) masked, the
     response and EOS as targets, the right end cut at ``max_length``."""
     prompt = tokenizer(template.format(question=row["question"]))["input_ids"]
-    response = tokenizer(" " + row["answer"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    response = tokenizer(" " + row["answer"], add_special_tokens=False)["input_ids"] + [
+        tokenizer.eos_token_id
+    ]
     ids = (prompt + response)[:max_length]
     labels = ([IGNORE] * len(prompt) + response)[:max_length]
     return {"input_ids": ids, "labels": labels}

@@ -38,9 +38,16 @@ _RULES = {
         "ignore_case": True,
         "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"],
     },
-    "v03": {"until": [":", "Question:", "Question"], "ignore_case": False, "regexes_to_ignore": [",", "(?s).*#### "]},
+    "v03": {
+        "until": [":", "Question:", "Question"],
+        "ignore_case": False,
+        "regexes_to_ignore": [",", "(?s).*#### "],
+    },
 }
-_STRICT = {"name": "strict-match", "filter": [{"function": "regex", "regex_pattern": "#### (\\-?[0-9\\.\\,]+)"}]}
+_STRICT = {
+    "name": "strict-match",
+    "filter": [{"function": "regex", "regex_pattern": "#### (\\-?[0-9\\.\\,]+)"}],
+}
 _FLEXIBLE = {
     "name": "flexible-extract",
     "filter": [{"function": "regex", "group_select": -1, "regex_pattern": "(-?[$0-9.,]{2,})|(-?[0-9]+)"}],
@@ -72,7 +79,12 @@ def task_config(protocol: str, dataset: dict, max_gen_toks: int = 256) -> dict:
                 "regexes_to_ignore": rules["regexes_to_ignore"],
             }
         ],
-        "generation_kwargs": {"until": rules["until"], "do_sample": False, "temperature": 0.0, "max_gen_toks": max_gen_toks},
+        "generation_kwargs": {
+            "until": rules["until"],
+            "do_sample": False,
+            "temperature": 0.0,
+            "max_gen_toks": max_gen_toks,
+        },
         "repeats": 1,
         "num_fewshot": 0,
         "filter_list": [{**f, "filter": [*f["filter"], {"function": "take_first"}]} for f in filters],
@@ -150,7 +162,9 @@ def evaluate(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Score a Hugging Face causal LM on GSM8K with lm-eval.")
     parser.add_argument("--checkpoint", required=True, help="a folder with the model and tokenizer files")
-    parser.add_argument("--out", help="where results.json and samples.jsonl go (default: CHECKPOINT/../gsm8k_eval)")
+    parser.add_argument(
+        "--out", help="where results.json and samples.jsonl go (default: CHECKPOINT/../gsm8k_eval)"
+    )
     parser.add_argument("--data", default="hub", help="hub | embedded | a local directory (train/test.jsonl)")
     parser.add_argument("--revision", default=None, help="the openai/gsm8k commit (hub data)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="lm_eval")
@@ -165,7 +179,9 @@ def main(argv: list[str] | None = None) -> None:
 
     checkpoint = Path(args.checkpoint)
     if not (checkpoint / "config.json").is_file():
-        raise SystemExit(f"error: --checkpoint {checkpoint} has no config.json: pass a saved Hugging Face model folder")
+        raise SystemExit(
+            f"error: --checkpoint {checkpoint} has no config.json: pass a saved Hugging Face model folder"
+        )
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=args.dtype).to(args.device).eval()
     model.config.use_cache = True  # training with activation checkpointing saves it off; generation needs it
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)

@@ -149,7 +149,12 @@ def load_causal_lm(path: str, revision: str | None = None, dtype: torch.dtype = 
     """``AutoModelForCausalLM`` (Llama-2 and the like), in ``dtype``."""
     from transformers import AutoModelForCausalLM
 
-    return _load("model", path, revision, lambda: AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype))
+    return _load(
+        "model",
+        path,
+        revision,
+        lambda: AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype),
+    )
 
 
 def check_available(path: str, revision: str | None = None) -> str:

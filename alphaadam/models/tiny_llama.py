@@ -6,7 +6,16 @@ from __future__ import annotations
 import torch
 
 
-def build(texts: list[str], vocab_size: int, hidden: int, layers: int, heads: int, kv_heads: int, mlp: int, seed: int):
+def build(
+    texts: list[str],
+    vocab_size: int,
+    hidden: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    mlp: int,
+    seed: int,
+):
     """``(model, tokenizer)``: a byte-level BPE of ``vocab_size`` tokens learnt from ``texts`` and a
     ``LlamaForCausalLM`` of that vocabulary, initialised from ``seed``; padding is EOS, as for Llama-2."""
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer

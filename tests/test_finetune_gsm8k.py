@@ -1,0 +1,85 @@
+"""The GSM8K recipe on a CPU: a tiny Llama memorises lm-eval's GSM8K rows and lm-eval scores it 1.0;
+micro-batching does not change the losses; a run killed mid-way resumes to the same losses."""
+
+import json
+
+import pytest
+import torch
+
+import recipes.finetune_gsm8k as recipe
+from alphaadam.models.hf import ModelUnavailable, load_causal_lm
+from alphaadam.runs import read_result, run_dir_for
+from alphaadam.train.config import compose
+from tests.run_helpers import interrupt_at, records
+
+# A short run of the tiny Llama: a few steps, one row scored with few generated tokens.
+SHORT = (
+    "trainer.epochs=6",
+    "trainer.batch_size=4",
+    "trainer.log_every=1",
+    "trainer.progress=none",
+    "eval.limit=1",
+    "eval.max_gen_toks=4",
+    "trainer.mask_stats_every=0",
+)
+
+
+def config(root, *overrides):
+    return compose("finetune_gsm8k", ["experiment=gsm8k_tiny", f"run.root={root}", *overrides])
+
+
+def test_tiny_llama_memorises_the_rows_and_scores_one(tmp_path):
+    cfg = config(tmp_path, "trainer.progress=none")
+    result = recipe.train(cfg)
+    assert result["status"] == "completed" and result["step"] == 120
+    assert result["metrics"]["final"]["accuracy"] == 1.0
+    assert result["metrics"]["final"]["train_loss"] < 0.2
+    run = run_dir_for(cfg)
+    assert (run / "model" / "config.json").is_file() and (run / "model" / "tokenizer.json").is_file()
+    lm_eval = json.loads((run / "gsm8k_eval" / "results.json").read_text())
+    assert lm_eval["results"]["gsm8k_alphaadam"]["exact_match,strict-match"] == 1.0
+    assert len((run / "gsm8k_eval" / "samples.jsonl").read_text().splitlines()) == 16  # 8 rows x 2 filters
+
+
+def test_micro_batching_does_not_change_the_losses(tmp_path):
+    whole = config(tmp_path / "a", *SHORT, "trainer.micro_batch_size=4")
+    parts = config(tmp_path / "b", *SHORT, "trainer.micro_batch_size=2")
+    ones = config(tmp_path / "c", *SHORT, "trainer.micro_batch_size=1")
+    for cfg in (whole, parts, ones):
+        recipe.train(cfg)
+    losses = [torch.tensor([r["train_loss"] for r in records(cfg)]) for cfg in (whole, parts, ones)]
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses[2], losses[0], rtol=1e-5, atol=1e-6)
+
+
+def test_interrupted_run_resumes_to_the_same_losses(tmp_path, monkeypatch):
+    overrides = (*SHORT, "trainer.checkpoint_every=2", "trainer.keep_checkpoint=true")
+    uninterrupted = config(tmp_path / "a", *overrides)
+    recipe.train(uninterrupted)
+    resumed = config(tmp_path / "b", *overrides)
+    monkeypatch.setattr(recipe, "divergence", interrupt_at(recipe, 4))
+    with pytest.raises(KeyboardInterrupt):
+        recipe.train(resumed)
+    assert max(r["step"] for r in records(resumed)) == 3  # logged past the checkpoint at step 2
+    monkeypatch.setattr(recipe, "divergence", recipe.divergence.real)
+    assert recipe.train(resumed)["status"] == "completed"
+    assert records(resumed) == records(uninterrupted)
+    assert read_result(run_dir_for(resumed))["metrics"] == read_result(run_dir_for(uninterrupted))["metrics"]
+
+
+def test_gated_model_error_names_the_licence_and_login(monkeypatch):
+    import transformers
+
+    def refuse(*args, **kwargs):
+        raise OSError("You are trying to access a gated repo.\nMake sure to have access to it")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+    with pytest.raises(
+        ModelUnavailable, match=r"gated repository: accept its licence.*huggingface-cli login"
+    ):
+        load_causal_lm("meta-llama/Llama-2-7b-hf")
+
+
+def test_bad_protocol_is_refused_in_one_line(tmp_path):
+    with pytest.raises(recipe.ConfigError, match="eval.protocol='v02' is not one of lm_eval, v03"):
+        recipe.train(config(tmp_path, "eval.protocol=v02"))
