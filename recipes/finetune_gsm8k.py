@@ -1,9 +1,9 @@
 """Fine-tune a causal LM (Llama-2-7B) on GSM8K with any registered optimizer, scored with lm-eval
 (paper Table 2, Figure 3).
 
-    python recipes/finetune_gsm8k.py model=tiny_llama data.source=embedded    # a minute on a CPU, offline
-    python recipes/finetune_gsm8k.py optimizer=alphaadam optimizer.lr=5e-5    # Llama-2-7B (gated: see below)
-    make reproduce-gsm8k                                                      # the study (DRY_RUN=1: the plan)
+    python recipes/finetune_gsm8k.py experiment=gsm8k_tiny               # minutes on a CPU, offline
+    python recipes/finetune_gsm8k.py optimizer=alphaadam optimizer.lr=5e-5  # Llama-2-7B (gated: below)
+    make reproduce-gsm8k                                                 # the study (DRY_RUN=1: the plan)
 
 The model is ``meta-llama/Llama-2-7b-hf`` (a gated repository: accept its licence on the hub and
 ``huggingface-cli login``, or set ``model.path`` to a local copy), or ``model=tiny_llama``: a tiny
@@ -150,7 +150,8 @@ def preflight(s: DictConfig, resources: bool, checked: set) -> str:
         checked.add((s.model.path, s.model.revision))
     rows = load_rows(s.data.source, s.data.hub_id, s.data.config, s.data.revision)
     sizes = ", ".join(f"{split} {len(r):,}" for split, r in rows.items())
-    return f"ready: {name} on {device_summary(device)}; model {s.model.path or 'tiny'}; data {s.data.source} ({sizes})"
+    model = s.model.path or "tiny (built in-process)"
+    return f"ready: {name} on {device_summary(device)}; model {model}; data {s.data.source} ({sizes})"
 
 
 def load_model(s: DictConfig, rows: list[dict], dtype: torch.dtype):

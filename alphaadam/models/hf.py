@@ -62,8 +62,8 @@ def _load(what: str, path: str, revision: str | None, load):
             ) from None
         if "gated" in str(err).lower():  # huggingface_hub's GatedRepoError, as transformers words it
             raise ModelUnavailable(
-                f"{path} is a gated repository: accept its licence at https://huggingface.co/{path}, then run "
-                f"`huggingface-cli login` with that account's token (or set model.path to a local copy)"
+                f"{path} is a gated repository: accept its licence at https://huggingface.co/{path}, "
+                "then run `huggingface-cli login` (or set model.path to a local copy)"
             ) from None
         why = offline_flags(OFFLINE_VARIABLES) or " (HF_HUB_OFFLINE=1?)"
         raise ModelUnavailable(
