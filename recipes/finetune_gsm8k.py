@@ -30,13 +30,15 @@ from typing import ClassVar
 
 import torch
 from omegaconf import MISSING, DictConfig
+from torch.distributed.tensor import DTensor
 
 from alphaadam.data.glue import TrainBatches, micro_batches
 from alphaadam.data.gsm8k import TRAIN_ROWS, collate, encode, load_rows, sequence_losses
 from alphaadam.errors import ConfigError
 from alphaadam.evals import gsm8k as gsm8k_eval
 from alphaadam.models import tiny_llama
-from alphaadam.models.hf import check_available, load_causal_lm, load_tokenizer
+from alphaadam.models.hf import check_available, load_causal_lm, load_config, load_tokenizer
+from alphaadam.train import fsdp
 from alphaadam.train.config import (
     AT_LEAST_0,
     AT_LEAST_1,
@@ -46,7 +48,7 @@ from alphaadam.train.config import (
     build_optimizer_from_config,
     validate,
 )
-from alphaadam.train.distributed import device_summary, resolve_device
+from alphaadam.train.distributed import all_reduce_sum, device_summary, resolve_device
 from alphaadam.train.divergence import divergence
 from alphaadam.train.identity import run_identity
 from alphaadam.train.precision import make_precision
@@ -106,6 +108,7 @@ class GSM8KTrainerConfig(TrainerSettings):
     batch_size: int = 32  # sequences per optimizer step
     micro_batch_size: int = 1  # sequences per forward pass
     activation_checkpointing: bool = True
+    pure_bf16: bool = False  # bf16 weights and optimizer states (the anchors'); default: fp32 master weights
     save_model: bool = True
 
 
@@ -154,18 +157,23 @@ def preflight(s: DictConfig, resources: bool, checked: set) -> str:
     return f"ready: {name} on {device_summary(device)}; model {model}; data {s.data.source} ({sizes})"
 
 
-def load_model(s: DictConfig, rows: list[dict], dtype: torch.dtype):
-    """``(model, tokenizer)``: the configured checkpoint, or a tiny Llama whose tokenizer learns the rows."""
-    if s.model.tiny is None:
-        if not s.model.path:
-            raise ConfigError(
-                "model.path is empty: set a hub id or a local directory, or use model=tiny_llama"
-            )
-        return load_causal_lm(s.model.path, s.model.revision, dtype), load_tokenizer(
-            s.model.path, s.model.revision
-        )
-    texts = [s.data.template.format(question=r["question"]) + " " + r["answer"] for r in rows]
-    return tiny_llama.build(texts * 5, seed=s.seed, **s.model.tiny)
+def load_model(s: DictConfig, rows: list[dict], dtype: torch.dtype, weights: bool = True):
+    """``(model, tokenizer)``: the configured checkpoint (without ``weights``: its shape only, on the
+    meta device), or a tiny Llama whose tokenizer learns the rows (the same on every process)."""
+    if s.model.tiny is not None:
+        texts = [s.data.template.format(question=r["question"]) + " " + r["answer"] for r in rows]
+        model, tokenizer = tiny_llama.build(texts * 5, seed=s.seed, **s.model.tiny)
+        return model.to(dtype), tokenizer
+    if not s.model.path:
+        raise ConfigError("model.path is empty: set a hub id or a local directory, or use model=tiny_llama")
+    tokenizer = load_tokenizer(s.model.path, s.model.revision)
+    if weights:
+        return load_causal_lm(s.model.path, s.model.revision, dtype), tokenizer
+    from transformers import AutoModelForCausalLM
+
+    config = load_config(s.model.path, s.model.revision)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype), tokenizer
 
 
 def train(cfg: DictConfig) -> dict | None:
@@ -176,10 +184,10 @@ def train(cfg: DictConfig) -> dict | None:
             f"eval.protocol={settings.eval.protocol!r} is not one of {', '.join(gsm8k_eval.PROTOCOLS)}"
         )
     with started(settings.trainer.device) as dist:
-        if dist.enabled:
+        if dist.enabled and settings.trainer.checkpoint_every:
             raise ConfigError(
-                "finetune_gsm8k runs in one process for now: FSDP2 under torchrun needs sharded "
-                "checkpoints in the run session (docs/recipes/gsm8k.md)"
+                "FSDP2 runs (torchrun) do not checkpoint yet (the run session saves whole state dicts "
+                "from rank 0): pass trainer.checkpoint_every=0"
             )
         return _train(cfg, settings, dist)
 
@@ -200,8 +208,14 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
 
     # -- model, optimizer, schedule, precision ------------------------------------------------------
     precision = make_precision(t.dtype, device)  # bf16 autocast over fp32 master weights on GPUs
+    weights = torch.bfloat16 if t.pure_bf16 else torch.float32
     seed_everything(s.seed)
-    model, tokenizer = load_model(s, rows, torch.float32)
+    model, tokenizer = load_model(s, rows, weights, weights=dist.is_main)
+    if dist.enabled:  # FSDP2: each decoder layer sharded, then the root; rank 0's weights broadcast
+        compute = None if t.pure_bf16 or precision.name == "float32" else precision.dtype
+        full, config = model.state_dict() if dist.is_main else None, model.config
+        model = fsdp.shard(lambda: type(model)(config), full, dist, compute)
+        precision = make_precision("float32", device)  # FSDP2 casts; no autocast on top
     model.to(device).train()
     if t.activation_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -233,22 +247,27 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
             lr = schedule.apply(optimizer, session.step)
             session.throughput.start()
             indices = batches.indices(session.step)
-            loss_sum, step_tokens = torch.zeros((), device=device), 0
-            for part in micro_batches(indices, micro):
+            mine = indices[dist.rank :: dist.world_size]  # FSDP2 averages gradients over processes
+            loss_sum, step_tokens = torch.zeros((), device=device), torch.zeros((), device=device)
+            for part in micro_batches(mine, micro):
                 batch = {
                     k: v.to(device)
                     for k, v in collate([train_set[i] for i in part], tokenizer.pad_token_id).items()
                 }
-                step_tokens += int(batch["attention_mask"].sum())
+                step_tokens += batch["attention_mask"].sum()
                 with precision.autocast():
                     logits = model(
                         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
                     ).logits
-                loss = sequence_losses(logits, batch["labels"]).sum() / len(indices)  # the batch's mean
+                # the batch's mean over sequences, times the processes whose gradients FSDP2 averages
+                loss = sequence_losses(logits, batch["labels"]).sum() * dist.world_size / len(indices)
                 loss_sum += loss.detach()
                 loss.backward()
             grad_norm = precision.unscale_and_clip(model, optimizer, t.grad_clip)
-            train_loss = loss_sum.item()
+            if isinstance(grad_norm, DTensor):
+                grad_norm = grad_norm.full_tensor()
+            train_loss = all_reduce_sum(loss_sum, dist).item() / dist.world_size
+            step_tokens = int(all_reduce_sum(step_tokens, dist).item())
             if reason := divergence(train_loss, t.max_loss):
                 session.diverge(reason, {"train_loss": train_loss, "lr": lr})
                 break
@@ -261,8 +280,8 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
             # -- this step's record; at the end, the saved model and its lm-eval score -----------------
             last = step == total_steps
             values = session.step_stats(lr, grad_norm) if step % t.log_every == 0 or last else {}
-            if last:
-                values.update(score(s, model, tokenizer, session))
+            if last and (scores := score(s, model, tokenizer, session)):
+                values.update(scores)
                 tracker.add_eval(step, {k: v for k, v in values.items() if k.startswith("accuracy")})
                 session.write(f"step {step}: GSM8K accuracy {values['accuracy']:.4f} (strict match)")
             session.end_step(values, evaluated=last, checkpoint=step % batches.steps_per_epoch == 0)
@@ -272,7 +291,19 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
 
 
 def score(s: DictConfig, model, tokenizer, session) -> dict:
-    """Save the fine-tuned model (``model/``) and score it with lm-eval on the test split."""
+    """Save the fine-tuned model (``model/``) and score it with lm-eval on the test split (rank 0;
+    under FSDP2 the weights are gathered into an unsharded copy first)."""
+    dist = session.dist
+    if dist.enabled:
+        full = fsdp.full_state(model)  # every process takes part
+        if not dist.is_main:
+            return {}
+        with torch.device("meta"):
+            plain = type(model)(model.config)
+        plain.load_state_dict(full, assign=True)
+        rotary = plain.model.rotary_emb  # a buffer outside the state dict
+        plain.model.rotary_emb = type(rotary)(config=plain.config)
+        model = plain
     model.eval()
     model.config.use_cache = True  # off under activation checkpointing; generation needs it
     if s.trainer.save_model:
@@ -291,7 +322,8 @@ def score(s: DictConfig, model, tokenizer, session) -> dict:
         limit=e.limit,
         max_gen_toks=e.max_gen_toks,
     )
-    model.train()
+    if not dist.enabled:
+        model.train()
     return scores
 
 

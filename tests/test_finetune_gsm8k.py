@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import recipes.finetune_gsm8k as recipe
+from alphaadam.evals import gsm8k as gsm8k_eval
 from alphaadam.models.hf import ModelUnavailable, load_causal_lm
 from alphaadam.runs import read_result, run_dir_for
 from alphaadam.train.config import compose
@@ -28,7 +29,7 @@ def config(root, *overrides):
     return compose("finetune_gsm8k", ["experiment=gsm8k_tiny", f"run.root={root}", *overrides])
 
 
-def test_tiny_llama_memorises_the_rows_and_scores_one(tmp_path):
+def test_tiny_llama_memorises_the_rows_and_scores_one(tmp_path, capsys):
     cfg = config(tmp_path, "trainer.progress=none")
     result = recipe.train(cfg)
     assert result["status"] == "completed" and result["step"] == 120
@@ -39,6 +40,11 @@ def test_tiny_llama_memorises_the_rows_and_scores_one(tmp_path):
     lm_eval = json.loads((run / "gsm8k_eval" / "results.json").read_text())
     assert lm_eval["results"]["gsm8k_alphaadam"]["exact_match,strict-match"] == 1.0
     assert len((run / "gsm8k_eval" / "samples.jsonl").read_text().splitlines()) == 16  # 8 rows x 2 filters
+    # The saved folder scores the same from the command line.
+    capsys.readouterr()
+    args = ["--checkpoint", str(run / "model"), "--data", "embedded", "--limit", "2", "--max-gen-toks", "96"]
+    gsm8k_eval.main([*args, "--out", str(tmp_path / "cli"), "--device", "cpu"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] == 1.0
 
 
 def test_micro_batching_does_not_change_the_losses(tmp_path):

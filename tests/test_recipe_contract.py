@@ -12,7 +12,7 @@ RECIPES = sorted(p.stem for p in RECIPES_DIR.glob("*.py") if p.stem != "__init__
 
 
 def test_every_recipe_has_an_entry_config():
-    assert RECIPES == ["finetune_glue", "pretrain_gpt"]
+    assert RECIPES == ["finetune_glue", "finetune_gsm8k", "pretrain_gpt"]
     assert all((CONFIG_DIR / f"{name}.yaml").is_file() for name in RECIPES)
 
 
