@@ -284,7 +284,9 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
                 values.update(scores)
                 tracker.add_eval(step, {k: v for k, v in values.items() if k.startswith("accuracy")})
                 session.write(f"step {step}: GSM8K accuracy {values['accuracy']:.4f} (strict match)")
-            session.end_step(values, evaluated=last, checkpoint=step % batches.steps_per_epoch == 0)
+            # The session's checkpoint holds whole state dicts: FSDP2 shards would need torch DCP.
+            epoch_end = step % batches.steps_per_epoch == 0
+            session.end_step(values, evaluated=last, checkpoint=epoch_end and not dist.enabled)
         else:
             session.complete()
     return session.result

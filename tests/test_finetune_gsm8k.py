@@ -2,6 +2,9 @@
 micro-batching does not change the losses; a run killed mid-way resumes to the same losses."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,6 +14,7 @@ from alphaadam.evals import gsm8k as gsm8k_eval
 from alphaadam.models.hf import ModelUnavailable, load_causal_lm
 from alphaadam.runs import read_result, run_dir_for
 from alphaadam.train.config import compose
+from tests.pretrain_helpers import REPO
 from tests.run_helpers import interrupt_at, records
 
 # A short run of the tiny Llama: a few steps, one row scored with few generated tokens.
@@ -89,3 +93,28 @@ def test_gated_model_error_names_the_licence_and_login(monkeypatch):
 def test_bad_protocol_is_refused_in_one_line(tmp_path):
     with pytest.raises(recipe.ConfigError, match="eval.protocol='v02' is not one of lm_eval, v03"):
         recipe.train(config(tmp_path, "eval.protocol=v02"))
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "alphaadam"])
+def test_two_fsdp2_processes_match_one(tmp_path, optimizer):
+    """torchrun with 2 CPU processes (FSDP2, gloo), 2 sequences each = 1 process with 4 sequences."""
+    overrides = (*SHORT, f"optimizer={optimizer}", "trainer.checkpoint_every=0", "trainer.micro_batch_size=2")
+    single = config(tmp_path / "one", *overrides)
+    recipe.train(single)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    args = ["experiment=gsm8k_tiny", f"run.root={tmp_path / 'two'}", *overrides]
+    run = subprocess.run(
+        [*torchrun, "recipes/finetune_gsm8k.py", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("completed 12 steps") == 1  # rank 0 prints, the other is silent
+    a, b = records(single), records(config(tmp_path / "two", *overrides))
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-4)
+    assert "accuracy" in read_result(run_dir_for(config(tmp_path / "two", *overrides)))["metrics"]["final"]
