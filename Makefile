@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUNS ?= results/runs
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test lint bench gpu-check tables figures demo reproduce-gpt2 reproduce-ablation reproduce-glue
+.PHONY: setup test lint bench gpu-check tables figures demo reproduce-gpt2 reproduce-ablation reproduce-glue reproduce-gsm8k
 
 setup: $(STAMP)
 
@@ -75,6 +75,15 @@ GLUE_STUDY = experiment=paper/glue_roberta $(SWEEP) $(if $(DRY_RUN),--dry-run)
 reproduce-glue: $(STAMP)
 	$(BIN)/python -m alphaadam.preflight --sweep $(GLUE_STUDY)
 	$(BIN)/alphaadam sweep $(GLUE_STUDY)
+	$(if $(DRY_RUN),@echo "DRY_RUN: nothing ran; no tables made",$(MAKE) tables figures)
+
+# Paper Table 2 and Figure 3: Llama-2-7B on GSM8K (configs/sweep/paper/gsm8k_llama2.yaml; docs/recipes/gsm8k.md).
+# Needs access to the gated meta-llama/Llama-2-7b-hf (or model.path) and GPUs.
+GSM8K_STUDY = experiment=paper/gsm8k_llama2 $(SWEEP) $(if $(DRY_RUN),--dry-run)
+
+reproduce-gsm8k: $(STAMP)
+	$(BIN)/python -m alphaadam.preflight --sweep $(GSM8K_STUDY)
+	$(BIN)/alphaadam sweep $(GSM8K_STUDY)
 	$(if $(DRY_RUN),@echo "DRY_RUN: nothing ran; no tables made",$(MAKE) tables figures)
 
 # ---- The README's first command: a real small study on CPU, its table and figures in results/demo/ ---

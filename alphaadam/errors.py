@@ -19,16 +19,17 @@ class ConfigError(UserError, ValueError):
 def error_line(err: BaseException, prefix: str | None = None) -> str:
     """``err`` as one line, after ``prefix: `` when given: how a stop-error is printed, and how any
     error is recorded in result.json. A stop-error's message is ours and written to be read whole
-    (its lines are joined); another error gives its type's name and its message's first line (with
-    the config key at fault when OmegaConf names one), since the message alone may not say what
-    went wrong (``KeyError: 'x'``)."""
+    (its lines are joined); another error gives its message's first line after the config key at
+    fault when OmegaConf names one, else after its type's name, since the message alone may not say
+    what went wrong (``KeyError: 'x'``)."""
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     if isinstance(err, UserError):
         text = " ".join(lines) or type(err).__name__
     else:
         text = lines[0] if lines else ""
-        key = getattr(err, "full_key", None)
-        if key and key not in text:
-            text = f"{key}: {text}"
-        text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+        key = getattr(err, "full_key", None)  # OmegaConf's errors name the config key at fault
+        if key:
+            text = text if key in text else f"{key}: {text}"
+        else:
+            text = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return f"{prefix}: {text}" if prefix else text

@@ -172,9 +172,9 @@ def test_parameters_without_grad_are_skipped(backend):
     assert params[2] not in opt.state
 
 
-def test_step_leaves_the_masked_direction_in_grad(backend):
+def test_c_kernels_leave_the_masked_direction_in_grad():
     params = make_params()
-    opt = AlphaAdam(two_groups(params), **ADAM, backend=backend)
+    opt = AlphaAdam(two_groups(params), **ADAM, backend="native")
     run(opt, params, 4)
     grads = [gradient(4, i, p.shape) for i, p in enumerate(params)]
     momentum = [opt.state[p]["exp_avg"].clone() for p in params]

@@ -60,6 +60,11 @@ def _load(what: str, path: str, revision: str | None, load):
                 "save_pretrained writes for the model and its tokenizer (config.json, the weights, "
                 "tokenizer files)."
             ) from None
+        if "gated" in str(err).lower():  # huggingface_hub's GatedRepoError, as transformers words it
+            raise ModelUnavailable(
+                f"{path} is a gated repository: accept its licence at https://huggingface.co/{path}, "
+                "then run `huggingface-cli login` (or set model.path to a local copy)"
+            ) from None
         why = offline_flags(OFFLINE_VARIABLES) or " (HF_HUB_OFFLINE=1?)"
         raise ModelUnavailable(
             f"{path} (revision {revision or 'main'}) is not in the local cache and the hub is "
@@ -138,6 +143,18 @@ def load_classifier(
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def load_causal_lm(path: str, revision: str | None = None, dtype: torch.dtype = torch.float32):
+    """``AutoModelForCausalLM`` (Llama-2 and the like), in ``dtype``."""
+    from transformers import AutoModelForCausalLM
+
+    return _load(
+        "model",
+        path,
+        revision,
+        lambda: AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype),
+    )
 
 
 def check_available(path: str, revision: str | None = None) -> str:

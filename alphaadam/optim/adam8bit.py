@@ -15,6 +15,7 @@ import torch
 
 from alphaadam.optim.common import check_betas, check_positive_int
 from alphaadam.optim.param_groups import NamedParameters
+from alphaadam.optim.sharding import attach_local_gradients, on_local_shards
 
 
 def build_adam8bit(
@@ -36,7 +37,8 @@ def build_adam8bit(
     for name, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name}={value!r} must be a number >= 0")
-    groups = params.weight_decay_groups(weight_decay, weight_decay_rule)
+    # bitsandbytes' kernels take plain tensors: under FSDP2 it runs on each rank's local shard.
+    groups, shards = on_local_shards(params.weight_decay_groups(weight_decay, weight_decay_rule))
     optimizer = bnb.optim.AdamW8bit(
         groups,
         lr=lr,
@@ -46,6 +48,7 @@ def build_adam8bit(
         min_8bit_size=min_8bit_size,
     )
     optimizer.register_step_pre_hook(_refuse_sparse_gradients)
+    attach_local_gradients(optimizer, shards)
     return optimizer
 
 

@@ -46,6 +46,7 @@ from alphaadam.optim.common import (
 )
 from alphaadam.optim.families import BLOCK_KINDS, adam_mini_blocks, attention_head_dim, stored_transposed
 from alphaadam.optim.param_groups import NamedParameters
+from alphaadam.optim.sharding import refuse_dtensors
 
 
 def block_segments(kind: str, rows: int, head_dim: int | None) -> list[tuple[int, int, int]]:
@@ -231,6 +232,7 @@ def build_adam_mini(
     Weight decay follows ``weight_decay_rule`` like every optimizer here (1.1.1 exempts names
     containing "norm", "ln" or "bias", which is the same set on these families under "ndim").
     """
+    refuse_dtensors((p for _, p in params.named), "Adam-mini", "its blocks (heads, rows) span the shards")
     kinds = adam_mini_blocks(params, family)
     transposed = stored_transposed(params)
     check_fused_qkv_layout(params, kinds, transposed)

@@ -4,92 +4,51 @@ from __future__ import annotations
 
 import torch
 
-from alphaadam.optim import kernels, native
-from alphaadam.optim.base import MaskedOptimizer, state_dtype
-from alphaadam.optim.common import check_betas, check_number, evaluate_closure, params_with_grad
-from alphaadam.optim.masking import (
-    agreement,
-    apply_masked_update,
-    apply_update,
-    compensation_factor,
-    effective_compensation,
-    keep_where,
-    norm_power,
-    static_float,
-)
+from alphaadam.optim import kernels, multitensor, native
+from alphaadam.optim.base import Bucket, MaskedOptimizer, state_dtype
+from alphaadam.optim.common import check_betas, check_number
 
 
-def adam_direction_pass(
-    grad,
-    exp_avg,
-    exp_avg_sq,
-    beta1,
-    beta2,
-    eps,
-    inv_bc1,
-    inv_bc2_sqrt,
+def adam_directions(
+    grads: list,
+    exp_avgs: list,
+    exp_avg_sqs: list,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    inv_bc1: float,
+    inv_bc2_sqrt: float,
     *,
     mask: str,
     strict: bool,
     norm: str,
-    need_full: bool,
+    need_norms: bool,
 ):
-    """First pass of one tensor: update the moments, leave ``M * u`` in ``grad``; return ``sum |u|^p``.
+    """First pass over a bucket: update the moments; return ``(M * u, u, statistics table)``.
 
     ``u`` is torch.optim.AdamW's bias-corrected direction. The async mask compares the momentum from
     before this step with the gradient; the sync mask (Cautious) compares the updated momentum.
     """
-    g = grad.to(exp_avg.dtype)
-    m = torch.lerp(exp_avg, g, 1 - beta1)
-    v = exp_avg_sq * beta2 + (1 - beta2) * (g * g)
-    u = (m * inv_bc1) / (v.sqrt() * inv_bc2_sqrt + eps)
-    if mask == "async":
-        keep = agreement(exp_avg, g, strict)
-    elif mask == "sync":
-        keep = agreement(m, g, strict)
-    else:
-        keep = torch.ones_like(u, dtype=torch.bool)
-    masked = keep_where(keep, u)
-    exp_avg.copy_(m)
-    exp_avg_sq.copy_(v)
-    grad.copy_(masked)
-    # The norms must see the values the second pass sees, i.e. u rounded to the gradient's dtype.
-    return norm_power(u.to(grad.dtype), norm) if need_full else None
+    g = multitensor.in_dtype_of(grads, exp_avgs)
+    keep = multitensor.sign_mask(exp_avgs, g, strict) if mask == "async" else None
+    torch._foreach_lerp_(exp_avgs, g, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, g, g, value=1 - beta2)
+    if mask == "sync":
+        keep = multitensor.sign_mask(exp_avgs, g, strict)
+    u = adam_unmasked_directions(exp_avgs, exp_avg_sqs, eps, inv_bc1, inv_bc2_sqrt)
+    directions, table = multitensor.masked_statistics(u, keep, norm, need_norms)
+    return directions, u, table
 
 
-def adam_unmasked_step(param, exp_avg, exp_avg_sq, lr, eps, inv_bc1, inv_bc2_sqrt):
-    """``param -= lr * u`` from the updated moments: the unmasked step of the empty-mask rule
-    (weight decay was already applied by the masked pass)."""
-    u = (exp_avg * inv_bc1) / (exp_avg_sq.sqrt() * inv_bc2_sqrt + eps)
-    apply_update(param, u, lr, 1.0)
-
-
-# A row of :class:`NativeBatch`'s hyper-parameter table: pass 1's columns first, in the C file's order.
-STEP_VALUES = (*native.HYPER_PARAMETERS, "lr", "decay")
-
-
-class NativeBatch:
-    """The tensors of one step that share dtype and options, gathered for :mod:`alphaadam.optim.native`."""
-
-    def __init__(self):
-        self.params, self.grads, self.exp_avgs, self.exp_avg_sqs = [], [], [], []
-        self.states, self.hyper = [], []
-
-    def add(self, tensors: tuple[torch.Tensor, ...], state: dict, hyper: tuple[float, ...]) -> None:
-        param, grad, exp_avg, exp_avg_sq = tensors
-        self.params.append(param)
-        self.grads.append(grad)
-        self.exp_avgs.append(exp_avg)
-        self.exp_avg_sqs.append(exp_avg_sq)
-        self.states.append(state)
-        self.hyper.append(hyper)
-
-
-def _flat(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """1-D views when every tensor is contiguous, so that one compiled graph serves every shape."""
-    if all(t.is_contiguous() for t in tensors):
-        return tuple(t.view(-1) for t in tensors)
-    return tensors
+def adam_unmasked_directions(exp_avgs: list, exp_avg_sqs: list, eps, inv_bc1, inv_bc2_sqrt) -> list:
+    """``u = (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)`` for a list, from updated moments."""
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_mul_(denom, inv_bc2_sqrt)
+    torch._foreach_add_(denom, eps)
+    u = torch._foreach_mul(exp_avgs, inv_bc1)
+    torch._foreach_div_(u, denom)
+    return u
 
 
 class AlphaAdam(MaskedOptimizer):
@@ -112,11 +71,13 @@ class AlphaAdam(MaskedOptimizer):
             ``"skip"`` (weight decay only).
         backend: ``"auto"``, ``"native"``, ``"compile"`` or ``"eager"`` (see
             :mod:`alphaadam.optim.kernels`). On CPU, ``"auto"`` runs fp32/fp64 tensors through the C
-            kernels of :mod:`alphaadam.optim.native` (two calls per step for all of them).
+            kernels of :mod:`alphaadam.optim.native` (two calls per step for all of them) and every
+            other tensor (CUDA, bf16/fp16, FSDP2 shards) through multi-tensor ``_foreach`` ops.
 
     ``step()`` consumes the gradients: afterwards ``p.grad`` holds the masked direction ``M * u``
-    (call ``zero_grad()`` as usual). Parameters in bf16/fp16 keep fp32 moments. With
-    ``empty_mask="full"`` a step after the first synchronises the device once to find empty masks.
+    on the C path and is left as it was otherwise (call ``zero_grad()`` as usual). Parameters in
+    bf16/fp16 keep fp32 moments. The step never waits for the device. Under FSDP2 each rank works on
+    its shards and the whole-tensor sums are all-reduced once per step (see docs/distributed.md).
     """
 
     def __init__(
@@ -160,107 +121,80 @@ class AlphaAdam(MaskedOptimizer):
         state["exp_avg"] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = evaluate_closure(closure)
-        scalars, maybe_empty, batches, steps = {}, [], {}, []
-        for group, _, p in params_with_grad(self):
-            state = self.state[p]
-            if not state:
-                self._init_state(p, state)
-            steps.append(state["step"])
-            t = int(state["step"]) + 1
-            mask, compensation = group["mask"], group["compensation"]
-            # m_0 = 0, so at a tensor's first step the strict async mask is empty by construction:
-            # the empty-mask rule is known without looking, and "full" is exactly an AdamW step.
-            first_full = t == 1 and mask == "async" and group["mask_strict"] and group["empty_mask"] == "full"
-            if first_full:
-                mask, compensation = "none", "none"
-            compensation = effective_compensation(mask, compensation)
-            tensors = (p, p.grad, state["exp_avg"], state["exp_avg_sq"])
-            native_ok = group["alpha_norm"] == 2 and native.applies(*tensors)
-            if native_ok and kernels.native_enabled(self.backend):  # builds the C kernels on first use
-                rule = (mask, group["mask_strict"], compensation, group["alpha_max"], group["empty_mask"])
-                batch = batches.setdefault((p.dtype, (*rule, first_full)), NativeBatch())
-                key = (id(group), t)
-                if key not in scalars:
-                    values = self._step_values(group, t)
-                    scalars[key] = tuple(values[name] for name in STEP_VALUES)
-                batch.add(tensors, state, scalars[key])
-                continue
-            param, grad, exp_avg, exp_avg_sq = _flat(*tensors)
-            key = (id(group), t, exp_avg.dtype, p.device)
-            if key not in scalars:
-                scalars[key] = self._step_scalars(group, t, exp_avg.dtype, p.device)
-            s = scalars[key]
-            norm = static_float(group["alpha_norm"])
-            full = kernels.run(
-                adam_direction_pass,
-                self.backend,
-                grad,
-                exp_avg,
-                exp_avg_sq,
-                s["beta1"],
-                s["beta2"],
-                s["eps"],
-                s["inv_bc1"],
-                s["inv_bc2_sqrt"],
-                mask=mask,
-                strict=group["mask_strict"],
-                norm=norm,
-                need_full=compensation == "norm_ratio",
-            )
-            state["alpha"], state["mask_density"], kept = kernels.run(
-                apply_masked_update,
-                self.backend,
-                param,
-                grad,
-                full,
-                s["lr"],
-                s["decay"],
-                compensation=compensation,
-                norm=norm,
-                alpha_max=static_float(group["alpha_max"]),
-            )
-            if first_full:
-                state["mask_density"] = torch.zeros_like(state["mask_density"])  # the true mask was empty
-            elif mask != "none" and group["empty_mask"] == "full":
-                maybe_empty.append((p, s, kept))
-        if steps:
-            torch._foreach_add_(steps, 1.0)  # one call for every tensor's counter, as torch.optim.AdamW does
-        for (_, rule), batch in batches.items():
-            self._native_step(batch, *rule)
-        self._apply_empty_mask_rule(maybe_empty)
-        return loss
+    def _bucket_kinds(self, entries: list) -> list[tuple[int]]:
+        if not entries:
+            return []
+        steps = [state["step"] for _, _, state in entries]
+        torch._foreach_add_(steps, 1.0)  # one call for every tensor's counter, as torch.optim.AdamW does
+        return [(int(t),) for t in torch.stack(steps).tolist()]  # one read of the (CPU) counters
 
-    @staticmethod
-    def _native_step(batch, mask, strict, compensation, alpha_max, empty_mask, first_full) -> None:
-        """Both passes for a batch of tensors that share dtype and options, in two C calls."""
-        hyper = torch.tensor(batch.hyper, dtype=torch.float64)
-        column = dict(zip(STEP_VALUES, hyper.unbind(1), strict=True))
-        full, masked, kept = native.adam_direction_pass(
-            batch.grads,
-            batch.exp_avgs,
-            batch.exp_avg_sqs,
-            hyper[:, : len(native.HYPER_PARAMETERS)],
-            mask=mask,
-            strict=strict,
+    def _takes_native(self, group: dict, p: torch.Tensor, state: dict) -> bool:
+        tensors = (p, p.grad, state["exp_avg"], state["exp_avg_sq"])
+        # native_enabled builds the C kernels on first use, so it is asked last.
+        return group["alpha_norm"] == 2 and native.applies(*tensors) and kernels.native_enabled(self.backend)
+
+    def _rule(self, bucket: Bucket) -> tuple[str, str]:
+        group, (t,) = bucket.group, bucket.kind
+        # m_0 = 0, so at a tensor's first step the strict async mask is empty by construction:
+        # the empty-mask rule is known without looking, and "full" is exactly an AdamW step.
+        if t == 1 and group["mask"] == "async" and group["mask_strict"] and group["empty_mask"] == "full":
+            return "none", "none"
+        return super()._rule(bucket)
+
+    def _first_pass(self, bucket: Bucket) -> torch.Tensor:
+        group, (t,) = bucket.group, bucket.kind
+        values = bucket.scratch["values"] = self._step_values(group, t)
+        grads = bucket.locals("grad")
+        exp_avgs, exp_avg_sqs = bucket.locals("exp_avg"), bucket.locals("exp_avg_sq")
+        if bucket.native:
+            row = [values[name] for name in native.HYPER_PARAMETERS]
+            hyper = torch.tensor([row] * len(grads), dtype=torch.float64)
+            mask = self._rule(bucket)[0]
+            full, masked, kept = native.adam_direction_pass(
+                grads, exp_avgs, exp_avg_sqs, hyper, mask=mask, strict=group["mask_strict"]
+            )
+            numel = torch.tensor([g.numel() for g in grads], dtype=torch.float64)
+            return torch.stack([full, masked, kept, numel], dim=1)
+        # The values that change from step to step enter as 0-d tensors: no recompiles, no syncs.
+        varying = {k: values[k] for k in ("inv_bc1", "inv_bc2_sqrt", "lr", "decay")}
+        scalars = bucket.scratch["scalars"] = self._scalars(varying, exp_avgs[0].dtype, exp_avgs[0].device)
+        return self._multitensor_first_pass(
+            bucket,
+            adam_directions,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            values["beta1"],
+            values["beta2"],
+            values["eps"],
+            scalars["inv_bc1"],
+            scalars["inv_bc2_sqrt"],
         )
-        numel = torch.tensor([p.numel() for p in batch.params], dtype=torch.float64)
-        factor = compensation_factor(full, masked, kept, numel, compensation, "2.0", static_float(alpha_max))
-        alpha = torch.as_tensor(factor, dtype=torch.float64).expand_as(full)
-        empty = (kept == 0) & (mask != "none" and empty_mask == "full")
-        alpha = torch.where(empty, 1.0, alpha)
-        native.apply_update(batch.params, batch.grads, column["lr"] * alpha, column["decay"])
-        for i in empty.nonzero().flatten().tolist():
-            # Weight decay is applied; the (zero) masked direction becomes the unmasked step.
-            v = dict(zip(STEP_VALUES, hyper[i].tolist(), strict=True))
-            moments = batch.exp_avgs[i], batch.exp_avg_sqs[i]
-            adam_unmasked_step(batch.params[i], *moments, v["lr"], v["eps"], v["inv_bc1"], v["inv_bc2_sqrt"])
-        # At a first_full step the true mask was empty.
-        density = torch.zeros_like(kept) if first_full else kept / numel
-        for state, a, d in zip(batch.states, alpha.float().unbind(), density.float().unbind(), strict=True):
-            state["alpha"], state["mask_density"] = a, d
+
+    def _second_pass(self, bucket: Bucket, alpha: torch.Tensor, take_unmasked: torch.Tensor) -> None:
+        values, params = bucket.scratch["values"], bucket.locals()
+        lr, decay = values["lr"], values["decay"]
+        if not bucket.native:
+            scalars = bucket.scratch["scalars"]
+            decay_or_none = scalars["decay"] if bucket.group["weight_decay"] != 0 else None
+            self._multitensor_second_pass(bucket, alpha * scalars["lr"], take_unmasked, decay_or_none)
+            return
+        grads = bucket.locals("grad")
+        n = len(params)
+        native.apply_update(params, grads, lr * alpha, torch.full((n,), decay, dtype=torch.float64))
+        empty = take_unmasked.nonzero().flatten().tolist()  # CPU tensors: no device to wait for
+        if empty:
+            # Weight decay is applied and the masked direction was zero: add the unmasked step.
+            chosen = [params[i] for i in empty]
+            exp_avgs, exp_avg_sqs = bucket.locals("exp_avg"), bucket.locals("exp_avg_sq")
+            u = adam_unmasked_directions(
+                [exp_avgs[i] for i in empty],
+                [exp_avg_sqs[i] for i in empty],
+                values["eps"],
+                values["inv_bc1"],
+                values["inv_bc2_sqrt"],
+            )
+            torch._foreach_add_(chosen, u, alpha=-lr)
 
     @staticmethod
     def _step_values(group: dict, t: int) -> dict[str, float]:
@@ -276,30 +210,6 @@ class AlphaAdam(MaskedOptimizer):
             lr=lr,
             decay=1.0 - lr * group["weight_decay"],
         )
-
-    def _step_scalars(self, group: dict, t: int, dtype: torch.dtype, device: torch.device) -> dict:
-        return self._scalars(self._step_values(group, t), dtype, device)
-
-    def _apply_empty_mask_rule(self, maybe_empty: list) -> None:
-        """Take the unmasked step for tensors whose mask came out empty (one device sync)."""
-        if not maybe_empty:
-            return
-        device = maybe_empty[0][-1].device
-        empty = torch.stack([kept.to(device) == 0 for *_, kept in maybe_empty]).tolist()
-        for is_empty, (p, s, _) in zip(empty, maybe_empty, strict=True):
-            if is_empty:
-                state = self.state[p]
-                tensors = _flat(p, state["exp_avg"], state["exp_avg_sq"])
-                kernels.run(
-                    adam_unmasked_step,
-                    self.backend,
-                    *tensors,
-                    s["lr"],
-                    s["eps"],
-                    s["inv_bc1"],
-                    s["inv_bc2_sqrt"],
-                )
-                state["alpha"] = torch.ones_like(state["alpha"])
 
 
 class CAdamW(AlphaAdam):

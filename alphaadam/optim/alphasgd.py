@@ -4,100 +4,49 @@ from __future__ import annotations
 
 import torch
 
-from alphaadam.optim import kernels
-from alphaadam.optim.base import MaskedOptimizer
-from alphaadam.optim.common import check_number, evaluate_closure, params_with_grad
-from alphaadam.optim.masking import (
-    agreement,
-    apply_update,
-    compensation_factor,
-    effective_compensation,
-    norm_power,
-    static_float,
-)
+from alphaadam.optim import multitensor
+from alphaadam.optim.base import Bucket, MaskedOptimizer
+from alphaadam.optim.common import check_number
 
 
-def _sgd_direction(
-    param,
-    grad,
-    buf,
-    momentum,
-    dampening,
-    weight_decay,
+def sgd_directions(
+    params: list,
+    grads: list,
+    bufs: list | None,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    *,
     first: bool,
     nesterov: bool,
-    has_momentum: bool,
-    has_weight_decay: bool,
+    mask: str,
+    strict: bool,
+    norm: str,
+    need_norms: bool,
 ):
-    """torch.optim.SGD's direction: returns (d_p, new momentum buffer, update direction u)."""
-    d_p = grad + weight_decay * param if has_weight_decay else grad
-    if not has_momentum:
-        return d_p, None, d_p
-    new_buf = d_p if first else buf * momentum + (1 - dampening) * d_p
-    return d_p, new_buf, (d_p + momentum * new_buf if nesterov else new_buf)
+    """First pass over a bucket: torch.optim.SGD's direction ``u`` (the momentum buffers updated in
+    place); return ``(M * u, u, statistics table)``.
 
-
-def _sgd_mask(d_p, buf, new_buf, mask: str, strict: bool):
-    # The async mask compares the buffer from before this step (zero at the first step) with the
-    # gradient that enters it (weight-decay term included); the sync mask the updated buffer.
-    if mask == "async":
-        return agreement(buf, d_p, strict)
-    if mask == "sync":
-        return agreement(new_buf, d_p, strict)
-    return torch.ones_like(d_p, dtype=torch.bool)
-
-
-def sgd_norms_pass(
-    param, grad, buf, momentum, dampening, weight_decay, *, flags, mask, strict, norm, need_norms
-):
-    """Read-only first pass: ``sum |u|^p``, ``sum |M u|^p`` and ``sum M``."""
-    d_p, new_buf, u = _sgd_direction(param, grad, buf, momentum, dampening, weight_decay, *flags)
-    keep = _sgd_mask(d_p, buf, new_buf, mask, strict)
-    kept = keep.sum()
-    if not need_norms:
-        return None, None, kept
-    return norm_power(u, norm), norm_power(torch.where(keep, u, 0), norm), kept
-
-
-def sgd_update_pass(
-    param,
-    grad,
-    buf,
-    momentum,
-    dampening,
-    weight_decay,
-    lr,
-    full,
-    masked,
-    kept,
-    *,
-    flags,
-    mask,
-    strict,
-    compensation,
-    norm,
-    alpha_max,
-    empty_full,
-):
-    """Second pass: recompute the direction (SGD is cheap), compensate, update buffer and parameter.
-
-    Returns (alpha, mask density) for the statistics.
+    The async mask compares the buffer from before this step (zero at the first step) with the
+    gradient that enters it (weight-decay term included); the sync mask the updated buffer.
     """
-    d_p, new_buf, u = _sgd_direction(param, grad, buf, momentum, dampening, weight_decay, *flags)
-    keep = _sgd_mask(d_p, buf, new_buf, mask, strict)
-    alpha = torch.as_tensor(
-        compensation_factor(full, masked, kept, u.numel(), compensation, norm, alpha_max),
-        dtype=torch.float64,
-        device=u.device,
-    )
-    if empty_full:  # an empty mask takes the unmasked step with alpha = 1
-        empty = kept == 0
-        keep = keep | empty
-        alpha = torch.where(empty, 1.0, alpha)
-    if new_buf is not None:
-        buf.copy_(new_buf)
-    apply_update(param, torch.where(keep, u, 0), lr * alpha, 1.0)
-    return alpha.float(), kept.float() / u.numel()
+    d_p = torch._foreach_add(grads, params, alpha=weight_decay) if weight_decay != 0 else grads
+    keep = multitensor.sign_mask(bufs, d_p, strict) if mask == "async" else None
+    if bufs is None:
+        u = d_p
+    else:
+        if first:
+            torch._foreach_copy_(bufs, d_p)
+        else:
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_add_(bufs, d_p, alpha=1 - dampening)
+        u = torch._foreach_add(d_p, bufs, alpha=momentum) if nesterov else bufs
+    if mask == "sync":
+        keep = multitensor.sign_mask(bufs, d_p, strict)
+    if keep is None and (u is grads or u is bufs):
+        u = torch._foreach_mul(u, 1.0)  # the second pass writes into the directions
+    directions, table = multitensor.masked_statistics(u, keep, norm, need_norms)
+    return directions, u, table
 
 
 class AlphaSGD(MaskedOptimizer):
@@ -152,43 +101,33 @@ class AlphaSGD(MaskedOptimizer):
                 f"mask={group['mask']!r} compares the momentum with the gradient: it needs momentum > 0"
             )
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = evaluate_closure(closure)
-        scalars = {}
-        for group, _, p in params_with_grad(self):
-            state = self.state[p]
-            has_momentum = group["momentum"] != 0
+    def _init_state(self, p: torch.Tensor, state: dict) -> None:
+        pass  # the momentum buffer is made at the first step, below
+
+    def _bucket_kinds(self, entries: list) -> list[tuple[bool]]:
+        kinds = []
+        for group, p, state in entries:
             first = "momentum_buffer" not in state
-            if first and has_momentum:
+            if first and group["momentum"] != 0:
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            key = (id(group), p.dtype, p.device)
-            if key not in scalars:
-                values = {k: group[k] for k in ("momentum", "dampening", "weight_decay", "lr")}
-                scalars[key] = tuple(self._scalars(values, p.dtype, p.device).values())
-            *hyper, lr = scalars[key]
-            tensors = (p, p.grad, state.get("momentum_buffer"), *hyper)
-            compensation = effective_compensation(group["mask"], group["compensation"])
-            options = dict(
-                flags=(first, group["nesterov"], has_momentum, group["weight_decay"] != 0),
-                mask=group["mask"],
-                strict=group["mask_strict"],
-                norm=static_float(group["alpha_norm"]),
-            )
-            full, masked, kept = kernels.run(
-                sgd_norms_pass, self.backend, *tensors, need_norms=compensation == "norm_ratio", **options
-            )
-            state["alpha"], state["mask_density"] = kernels.run(
-                sgd_update_pass,
-                self.backend,
-                *tensors,
-                lr,
-                full,
-                masked,
-                kept,
-                compensation=compensation,
-                alpha_max=static_float(group["alpha_max"]),
-                empty_full=group["empty_mask"] == "full" and group["mask"] != "none",
-                **options,
-            )
-        return loss
+            kinds.append((first,))
+        return kinds
+
+    def _first_pass(self, bucket: Bucket) -> torch.Tensor:
+        group, (first,) = bucket.group, bucket.kind
+        return self._multitensor_first_pass(
+            bucket,
+            sgd_directions,
+            bucket.locals(),
+            bucket.locals("grad"),
+            bucket.locals("momentum_buffer") if group["momentum"] != 0 else None,
+            group["momentum"],
+            group["dampening"],
+            group["weight_decay"],
+            first=first,
+            nesterov=group["nesterov"],
+        )
+
+    def _second_pass(self, bucket: Bucket, alpha: torch.Tensor, take_unmasked: torch.Tensor) -> None:
+        (lr,) = self._scalars({"lr": bucket.group["lr"]}, torch.float64, bucket.params[0].device).values()
+        self._multitensor_second_pass(bucket, alpha * lr, take_unmasked, None)

@@ -26,6 +26,7 @@ import torch
 
 from alphaadam.optim.families import lowrank_param_groups, lowrank_targets
 from alphaadam.optim.param_groups import NamedParameters
+from alphaadam.optim.sharding import refuse_dtensors
 
 PROJ_TYPES = ("std", "reverse_std", "left", "right", "full")
 
@@ -105,6 +106,7 @@ def build_galore(
     """
     from galore_torch import GaLoreAdamW
 
+    refuse_dtensors((p for _, p in params.named), "GaLore", "its SVD projection needs whole matrices")
     chosen = lowrank_targets(params, family, targets)
     check_ranks(params, chosen, rank)
     if not isinstance(update_proj_gap, int) or isinstance(update_proj_gap, bool) or update_proj_gap <= 0:

@@ -1,15 +1,15 @@
-"""Run the per-tensor passes eagerly or through torch.compile, or AlphaAdam's in C on CPU.
+"""How the masked optimizers run their passes: C kernels on CPU, multi-tensor ops, or torch.compile.
 
-Each pass is a plain function over tensors; string and bool options are compile-time constants, so
-torch.compile specialises one graph per option combination, dtype and rank (``dynamic=True`` keeps
-sizes and float hyper-parameters symbolic: a learning-rate schedule never recompiles).
+Each pass is a plain function over the lists of one bucket of tensors (one param group, dtype and
+device); string and bool options are compile-time constants.
 
 ``backend``: ``"native"`` (AlphaAdam's and CAdamW's C kernels, :mod:`alphaadam.optim.native`, for
-contiguous fp32/fp64 CPU tensors; every other tensor, and AlphaSGD, runs compiled), ``"compile"``
-(torch.compile; Inductor generates fused C++ on CPU and Triton on CUDA), ``"eager"`` (the same
-functions op by op), or ``"auto"`` (native where it applies, else compile; each falls back with a
-warning when it cannot be built, e.g. without a C compiler). The environment variable
-``ALPHAADAM_BACKEND`` overrides ``"auto"``.
+contiguous fp32/fp64 CPU tensors; every other tensor runs as multi-tensor ops), ``"eager"`` (the
+multi-tensor ``_foreach`` ops of :mod:`alphaadam.optim.multitensor` for every tensor: a fixed number
+of ops per step whatever the number of tensors), ``"compile"`` (the same functions, each compiled
+over the whole list by torch.compile), or ``"auto"`` (native where it applies, else eager; the C
+kernels fall back with a warning when they cannot be built, e.g. without a C compiler). The
+environment variable ``ALPHAADAM_BACKEND`` overrides ``"auto"``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ BACKENDS = ("auto", "native", "compile", "eager")
 RECOMPILE_LIMIT = 64
 
 _compiled: dict[Callable, Callable] = {}
-_compile_broken = False
 _native_broken = False
 
 
@@ -56,33 +55,18 @@ def native_enabled(backend: str) -> bool:
         if backend == "native":
             raise
         _native_broken = True
-        warnings.warn(f"{err} Falling back to torch.compile.", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{err} Falling back to multi-tensor torch ops.", RuntimeWarning, stacklevel=3)
         return False
     return True
 
 
 def run(fn: Callable, backend: str, *args, **kwargs):
-    """Call ``fn`` under the resolved ``backend``."""
-    global _compile_broken
-    if backend == "eager" or (backend == "auto" and _compile_broken):
+    """Call ``fn`` under the resolved ``backend`` (compiled only for ``"compile"``)."""
+    if backend != "compile":
         return fn(*args, **kwargs)
     compiled = _compiled.get(fn)
     if compiled is None:
         config = torch._dynamo.config
         config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
         compiled = _compiled[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
-    if backend in ("compile", "native"):
-        return compiled(*args, **kwargs)
-    try:
-        return compiled(*args, **kwargs)
-    except (torch._dynamo.exc.BackendCompilerFailed, torch._inductor.exc.InductorError, OSError) as err:
-        # Compilation fails before the kernel runs, so no tensor has been touched yet.
-        _compile_broken = True
-        warnings.warn(
-            f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-            "the masked optimizers fall back to eager kernels, which are several times slower. "
-            "Install a C++ compiler (CPU) or Triton (GPU), or set ALPHAADAM_BACKEND=eager to silence this.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return fn(*args, **kwargs)
+    return compiled(*args, **kwargs)

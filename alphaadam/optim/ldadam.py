@@ -36,6 +36,7 @@ from alphaadam.optim.common import (
 )
 from alphaadam.optim.families import lowrank_param_groups, lowrank_targets
 from alphaadam.optim.param_groups import NamedParameters
+from alphaadam.optim.sharding import refuse_dtensors
 
 PROJ_TYPES = ("std", "reverse_std", "left", "right")
 PROJ_METHODS = ("power_iteration", "svd")
@@ -341,6 +342,7 @@ def build_ldadam(
     as the reference's GLUE script: query, key, value, attention.output.dense, intermediate.dense,
     output.dense); ``targets`` (regular expressions) replaces the family's choice.
     """
+    refuse_dtensors((p for _, p in params.named), "LDAdam", "its low-rank projection needs whole matrices")
     chosen = lowrank_targets(params, family, targets)
     lowrank = dict(lowrank=True, rank=rank, rho=rho, proj_type=proj_type, proj_method=proj_method)
     groups = lowrank_param_groups(

@@ -1,18 +1,16 @@
-"""The mask and compensation piece shared by every masked optimizer (docs/algorithm.md, steps 2 and 5-7).
+"""The mask and compensation rules shared by every masked optimizer (docs/algorithm.md, steps 2 and 5-7).
 
-A masked optimizer splits its step into two passes per parameter tensor:
+A masked optimizer's step has two passes over its tensors, with whole-tensor sums between them:
 
 1. a *direction pass*, specific to the base optimizer (Adam, SGD with momentum), which updates the
-   optimizer state, computes the update direction ``u`` and the mask ``M`` from the momentum, leaves
-   the masked direction ``M * u`` in the gradient buffer, and returns ``sum |u|^p`` when the
-   compensation needs it;
-2. :func:`apply_masked_update`, shared by all of them, which turns mask counts and norms into the
-   compensation factor and applies ``theta <- theta * decay - lr * alpha * (M * u)``.
+   optimizer state, computes the update direction ``u`` and the mask ``M`` from the momentum, and
+   measures ``sum |u|^p``, ``sum |M u|^p`` and ``sum M`` per tensor (a statistics table);
+2. :func:`step_factors`, shared by all of them, which turns that table (summed over the shards of
+   FSDP2 parameters) into alpha and the empty-mask decision, followed by the update
+   ``theta <- theta * decay - lr * alpha * (M * u)``.
 
-The masked direction is kept in ``p.grad`` because the gradient is spent once the moments are
-updated: holding it there instead of in a new buffer saves a full-size allocation per tensor, and
-keeping it instead of recomputing ``u`` in the second pass saves a square root and a division per
-element, which is what bounds the step time on a CPU (see docs/speed.md).
+The passes run in C for CPU fp32/fp64 tensors (:mod:`alphaadam.optim.native`) and as multi-tensor
+``_foreach`` ops for everything else (:mod:`alphaadam.optim.multitensor`).
 """
 
 from __future__ import annotations
@@ -30,39 +28,6 @@ EMPTY_MASK_RULES = ("full", "skip")
 CAUTIOUS_MIN_MEAN = 1e-3
 
 
-def agreement(momentum: torch.Tensor, grad: torch.Tensor, strict: bool) -> torch.Tensor:
-    """``1[momentum * grad > 0]`` (or ``>= 0`` when not strict) as a boolean tensor."""
-    product = momentum * grad
-    return product > 0 if strict else product >= 0
-
-
-def keep_where(mask: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """``M * u`` with kept zeros written as -0.0, so that the mask survives in the buffer.
-
-    Outside the mask the buffer holds +0.0; inside it holds ``u``, whose zeros are stored as -0.0
-    (a zero update either way). :func:`kept_count` then recovers ``sum(M)`` exactly from the buffer.
-    """
-    marked = torch.where(direction == 0, -0.0, direction)
-    return torch.where(mask, marked, 0.0)
-
-
-_SAME_SIZE_INT = {
-    torch.float64: torch.int64,
-    torch.float32: torch.int32,
-    torch.bfloat16: torch.int16,
-    torch.float16: torch.int16,
-}
-
-
-def kept_count(masked_dir: torch.Tensor) -> torch.Tensor:
-    """``sum(M)`` of a buffer written by :func:`keep_where`.
-
-    +0.0 is the only float whose bits are all zero, so counting non-zero bit patterns counts the
-    kept values and the -0.0 marks alike (and vectorises, unlike ``signbit``: 2.5x faster on CPU).
-    """
-    return (masked_dir.view(_SAME_SIZE_INT[masked_dir.dtype]) != 0).sum()
-
-
 def effective_compensation(mask: str, compensation: str) -> str:
     """With no mask, M = 1 and the norm ratio is 1 by definition: skip computing it."""
     return "none" if mask == "none" and compensation == "norm_ratio" else compensation
@@ -72,17 +37,6 @@ def static_float(value: float | None) -> str:
     """A constant float option (norm order, alpha clamp) as a string: compiled kernels treat float
     arguments as symbolic inputs but specialise on strings."""
     return "none" if value is None else repr(float(value))
-
-
-def norm_power(x: torch.Tensor, norm: str) -> torch.Tensor:
-    """``sum |x|^p`` in fp32 or wider, or ``max |x|`` for ``p = inf``, with ``norm = static_float(p)``."""
-    p = float(norm)
-    x = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    if math.isinf(p):
-        return x.abs().amax()
-    if p == 2:
-        return (x * x).sum()
-    return x.abs().pow(p).sum()
 
 
 def compensation_factor(
@@ -118,36 +72,21 @@ def compensation_factor(
     return alpha
 
 
-def apply_masked_update(
-    param: torch.Tensor,
-    masked_dir: torch.Tensor,
-    full: torch.Tensor | None,
-    lr: torch.Tensor,
-    decay: torch.Tensor,
-    *,
-    compensation: str,
-    norm: str,
-    alpha_max: str,
+def step_factors(
+    table: torch.Tensor, compensation: str, norm: str, alpha_max: str, empty_full: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Second pass: ``param <- param * decay - lr * alpha * masked_dir``.
+    """Per-tensor (alpha, take-the-unmasked-step, mask density) vectors from a statistics table.
 
-    ``masked_dir`` is the buffer written by :func:`keep_where` in the direction pass. Returns
-    (alpha, mask density) as fp32 0-d tensors for the statistics, and ``sum(M)``.
+    ``table`` has one row per tensor: ``sum |u|^p``, ``sum |M u|^p``, ``sum M``, numel (global sums
+    for sharded tensors). This is the one place of the empty-mask rule: a tensor whose mask is empty
+    reports alpha = 1 and, with ``empty_mask="full"`` (``empty_full``), takes the unmasked step.
     """
-    kept = kept_count(masked_dir)
-    masked = norm_power(masked_dir, norm) if compensation == "norm_ratio" else None
-    alpha = compensation_factor(full, masked, kept, masked_dir.numel(), compensation, norm, alpha_max)
-    apply_update(param, masked_dir, lr * alpha, decay)
-    density = kept.float() / masked_dir.numel()
-    return torch.as_tensor(alpha, dtype=torch.float32, device=param.device), density, kept
-
-
-def apply_update(param: torch.Tensor, direction: torch.Tensor, step, decay) -> None:
-    """``param <- param * decay - step * direction``, in fp32 for bf16/fp16 parameters."""
-    if param.dtype in (torch.float32, torch.float64):
-        param.mul_(decay).add_((direction * -step).to(param.dtype))
-    else:
-        param.copy_(param.float() * decay - step * direction.float())
+    full, masked, kept, numel = table.unbind(1)
+    factor = compensation_factor(full, masked, kept, numel, compensation, norm, alpha_max)
+    alpha = torch.as_tensor(factor, dtype=torch.float64, device=table.device).expand_as(full)
+    empty = kept == 0
+    alpha = torch.where(empty, 1.0, alpha)
+    return alpha, empty & empty_full, kept / numel
 
 
 def validate_mask_options(

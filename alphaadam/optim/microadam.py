@@ -43,6 +43,7 @@ import math
 
 import torch
 
+from alphaadam.optim import sharding
 from alphaadam.optim.base import state_dtype
 from alphaadam.optim.common import (
     KeepsStateDtypes,
@@ -141,6 +142,7 @@ class MicroAdam(KeepsStateDtypes, torch.optim.Optimizer):
                 raise ValueError(f"MicroAdam needs floating-point parameters, got {p.dtype}")
 
     def _init_state(self, group: dict, p: torch.Tensor, state: dict) -> None:
+        p = sharding.local(p)  # under FSDP2, the rank's shard: top-k and quantisation blocks are shard-local
         d = p.numel()
         _, full, k_many, k_few = topk_layout(d, group["topk_block_size"], group["density"])
         k = full * k_many + k_few
@@ -157,13 +159,21 @@ class MicroAdam(KeepsStateDtypes, torch.optim.Optimizer):
     def step(self, closure=None):
         loss = evaluate_closure(closure)
         for group, index, p in params_with_grad(self):
+            if sharding.local(p).numel() == 0:  # an empty FSDP2 shard (fewer rows than ranks)
+                continue
             state = self.state[p]
             if not state:
                 self._init_state(group, p, state)
+                sharding.mark_shard_state(p, state)
             self._update(group, index, p, state)
         return loss
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        sharding.check_shard_states(self, "MicroAdam")
+
     def _update(self, group: dict, index: int, p: torch.Tensor, state: dict) -> None:
+        p, grad = sharding.local(p), sharding.local(p.grad)
         d = p.numel()
         m, qbs = group["m"], group["quant_block_size"]
         block, full, k_many, k_few = topk_layout(d, group["topk_block_size"], group["density"])
@@ -183,7 +193,7 @@ class MicroAdam(KeepsStateDtypes, torch.optim.Optimizer):
 
         # 1. gradient + dequantised error
         a = dequantize_4bit(state["error_codes"], lo, hi, d, qbs)
-        a.add_(p.grad.reshape(-1))
+        a.add_(grad.reshape(-1))
 
         # 2. top-k per block into the ring buffer
         magnitude = a.abs()

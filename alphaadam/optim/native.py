@@ -37,8 +37,10 @@ class NativeUnavailable(RuntimeError):
 
 def applies(param: torch.Tensor, *tensors: torch.Tensor) -> bool:
     """Whether the kernels can take this parameter: a contiguous CPU fp32/fp64 tensor whose gradient
-    and state share its dtype."""
+    and state share its dtype. Never a DTensor (FSDP2) or other subclass: the kernels read raw memory."""
     dtype = param.dtype
+    if not all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in (param, *tensors)):
+        return False
     if param.device.type != "cpu" or dtype not in DTYPES or not param.is_contiguous():
         return False
     return all(t.dtype == dtype and t.layout == torch.strided and t.is_contiguous() for t in tensors)

@@ -7,7 +7,9 @@ Schema (version 1); recipes fill what applies to them:
     recipe        e.g. "pretrain_gpt", "finetune_glue"
     experiment    experiment name (sweeps group runs by it)
     run_id        the run directory's hash of the identity config (see rundir.py)
-    identity      flat dict of the fields tables select on: optimizer, lr, seed, task, model, ...
+    identity      flat dict of the fields tables select on: optimizer, lr, seed, task, model, ...,
+                  and ``variant``, the hash of the rest of the config (rundir.variant_hash): runs
+                  with the same identity but the seed are seeds of one table configuration
     step, total_steps, tokens
     metrics       {"final": {...}, "best": {...}, "at_fraction": {"0.2": {...}, ...}, "best_step": int}
     timing        {"wall_s", "step_time_s", "tokens_per_s", "samples_per_s", "mfu"}

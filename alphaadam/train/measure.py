@@ -40,12 +40,18 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     A parameter's gradient is not state, even when the state refers to it (LDAdam's error buffer
     is ``p.grad`` between steps).
     """
-    seen = {p.grad.untyped_storage().data_ptr() for p in optimizer.state if p.grad is not None}
+    from torch.distributed.tensor import DTensor
+
+    def local(t: torch.Tensor) -> torch.Tensor:  # an FSDP2 shard: this process's part
+        return t.to_local() if isinstance(t, DTensor) else t
+
+    seen = {local(p.grad).untyped_storage().data_ptr() for p in optimizer.state if p.grad is not None}
 
     def size(obj, depth=0) -> int:
         if depth > 4:
             return 0
         if isinstance(obj, torch.Tensor):
+            obj = local(obj)
             if obj.device.type == "meta":
                 return obj.numel() * obj.element_size()
             key = obj.untyped_storage().data_ptr()
