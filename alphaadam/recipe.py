@@ -69,9 +69,6 @@ class Recipe:
         check = getattr(self.module, "preflight", None)
         return None if check is None else check(settings, resources, set() if checked is None else checked)
 
-    def train(self, cfg):
-        return self.declared("train")(cfg)
-
 
 def load_recipe(name: str, recipes_dir: Path | str = RECIPES_DIR) -> Recipe:
     """The recipe called ``name`` (``recipes/<name>.py``); an unknown name stops with the known ones."""
