@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from alphaadam.optim import kernels
+from alphaadam.optim import kernels, native
 from alphaadam.optim.base import MaskedOptimizer
 from alphaadam.optim.common import check_number, evaluate_closure, params_with_grad
 from alphaadam.optim.masking import (
@@ -107,6 +107,8 @@ class AlphaSGD(MaskedOptimizer):
     ``1[buf_{t-1} * d_p > 0]`` where ``d_p`` is the gradient plus the weight-decay term; the update is
     ``p -= lr * alpha * (M * u)`` with ``u`` the momentum buffer (or the Nesterov direction).
     SGD is memory-bound, so the second pass recomputes the direction and ``p.grad`` is left intact.
+    On CPU, ``backend="auto"`` runs fp32/fp64 tensors with momentum through the C kernels of
+    :mod:`alphaadam.optim.native` (two calls per step for all of them).
     """
 
     def __init__(
@@ -155,13 +157,17 @@ class AlphaSGD(MaskedOptimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = evaluate_closure(closure)
-        scalars = {}
+        scalars, batches = {}, {}
         for group, _, p in params_with_grad(self):
             state = self.state[p]
             has_momentum = group["momentum"] != 0
             first = "momentum_buffer" not in state
             if first and has_momentum:
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if has_momentum and group["alpha_norm"] == 2 and native.applies(p, p.grad, state["momentum_buffer"]):
+                if kernels.native_enabled(self.backend):  # builds the C kernels on first use
+                    self._add_to_native_batch(batches, group, p, first)
+                    continue
             key = (id(group), p.dtype, p.device)
             if key not in scalars:
                 values = {k: group[k] for k in ("momentum", "dampening", "weight_decay", "lr")}
@@ -191,4 +197,55 @@ class AlphaSGD(MaskedOptimizer):
                 empty_full=group["empty_mask"] == "full" and group["mask"] != "none",
                 **options,
             )
+        for rule, batch in batches.items():
+            self._native_step(batch, *rule)
         return loss
+
+    def _add_to_native_batch(self, batches: dict, group: dict, p: torch.Tensor, first: bool) -> None:
+        """Queue ``p`` for the C kernels, with its row of :data:`native.SGD_COLUMNS`."""
+        state, momentum, nesterov = self.state[p], group["momentum"], group["nesterov"]
+        rule = (
+            p.dtype,
+            group["mask"],
+            group["mask_strict"],
+            effective_compensation(group["mask"], group["compensation"]),
+            group["alpha_max"],
+            group["empty_mask"] == "full" and group["mask"] != "none",
+            group["weight_decay"] != 0,
+        )
+        batch = batches.setdefault(rule, {"params": [], "grads": [], "buffers": [], "rows": [], "lr": []})
+        batch["params"].append(p)
+        batch["grads"].append(p.grad)
+        batch["buffers"].append(state["momentum_buffer"])
+        # At the first step the buffer (zeros) becomes d_p: buffer * 0 + 1 * d_p.
+        row = dict(
+            momentum=0.0 if first else momentum,
+            grad_weight=1.0 if first else 1.0 - group["dampening"],
+            weight_decay=group["weight_decay"],
+            nesterov=1.0 if nesterov else 0.0,
+            buffer_weight=momentum if nesterov else 1.0,
+            step=0.0,
+            keep_all=0.0,
+        )
+        batch["rows"].append([row[name] for name in native.SGD_COLUMNS])
+        batch["lr"].append(group["lr"])
+
+    def _native_step(self, batch, dtype, mask, strict, compensation, alpha_max, empty_full, decay) -> None:
+        """Both passes for tensors that share dtype and options, in two C calls."""
+        del dtype  # part of the batch's key only
+        tensors = batch["params"], batch["grads"], batch["buffers"]
+        table = torch.tensor(batch["rows"], dtype=torch.float64)
+        options = dict(mask=mask, strict=strict, weight_decay=decay)
+        full, masked, kept = native.sgd_pass(*tensors, table, update=False, **options)
+        numel = torch.tensor([p.numel() for p in batch["params"]], dtype=torch.float64)
+        factor = compensation_factor(full, masked, kept, numel, compensation, "2.0", static_float(alpha_max))
+        alpha = torch.as_tensor(factor, dtype=torch.float64).expand_as(full)
+        if empty_full:  # an empty mask takes the unmasked step with alpha = 1
+            empty = kept == 0
+            alpha = torch.where(empty, 1.0, alpha)
+            table[:, native.SGD_COLUMNS.index("keep_all")] = empty.double()
+        table[:, native.SGD_COLUMNS.index("step")] = torch.tensor(batch["lr"], dtype=torch.float64) * alpha
+        native.sgd_pass(*tensors, table, update=True, **options)
+        density = kept / numel
+        for p, a, d in zip(batch["params"], alpha.float().unbind(), density.float().unbind(), strict=True):
+            self.state[p]["alpha"], self.state[p]["mask_density"] = a, d
