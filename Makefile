@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUNS ?= results/runs
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test lint bench tables figures demo reproduce-gpt2 reproduce-ablation reproduce-glue
+.PHONY: setup test lint bench gpu-check tables figures demo reproduce-gpt2 reproduce-ablation reproduce-glue
 
 setup: $(STAMP)
 
@@ -30,6 +30,11 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_optim.py
+
+# One CUDA GPU, about 8 minutes, nothing downloaded (needs a CUDA build of torch: TORCH=... above).
+# Refuses in one line without a GPU. Table: results/gpu_check/gpu_check.md (docs/gpu_check.md).
+gpu-check: $(STAMP)
+	$(OFFLINE) $(BIN)/python scripts/gpu_check.py
 
 # Paper tables and figures (every spec of suite "paper" in configs/report/) from whatever results
 # exist under $(RUNS); written under results/paper/. Cells without a result read "—".

@@ -6,9 +6,11 @@
 
 The model (``FacebookAI/roberta-base``) and the data (``nyu-mll/glue``, pinned commits) come from the
 Hugging Face hub, or from local directories (``model.path``, ``data.path``). Our own loop, not the
-Hugging Face Trainer: the Trainer calls ``model.zero_grad()``, which would wipe LDAdam's error
-feedback (kept in ``p.grad``), and AlphaAdam overwrites ``p.grad`` in ``step()``; here gradient norms
-and clipping come before ``step()`` and only ``optimizer.zero_grad()`` clears gradients.
+Hugging Face Trainer (every optimizer also trains under the Trainer: docs/ecosystem.md): gradient
+norms and clipping come before ``step()`` (AlphaAdam overwrites ``p.grad`` in ``step()``), and only
+``optimizer.zero_grad()`` clears gradients, so LDAdam's error feedback stays in ``p.grad`` and is
+clipped with the gradient, as in its reference (the Trainer's ``model.zero_grad()`` frees it; LDAdam
+then adds it back in ``step()``, after clipping).
 
 Each run lives in results/runs/<experiment>/<task>-<model>-<optimizer>-lr<lr>-s<seed>-<hash>/ with
 config.yaml, metrics.jsonl, result.json, and checkpoint.pt while it runs. The validation split is
@@ -279,7 +281,7 @@ def _train(cfg: DictConfig, s: DictConfig, task: GlueTask, dist) -> dict | None:
                 break
             precision.scaler.step(optimizer)  # masked optimizers overwrite p.grad: norms come first
             precision.scaler.update()
-            optimizer.zero_grad(set_to_none=True)  # never model.zero_grad(): LDAdam keeps its error there
+            optimizer.zero_grad(set_to_none=True)  # keeps LDAdam's error in p.grad, clipped with the gradient
             step += 1
             tokens_seen += step_tokens
             throughput.stop(step_tokens, len(indices))

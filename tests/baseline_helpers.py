@@ -75,6 +75,17 @@ class TinyGPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
 
 
+def tiny_gpt2(dtype=torch.float32):
+    """Hugging Face GPT-2 (``Conv1D`` weights stored (in, out)) with TinyGPT's names and sizes."""
+    import transformers
+
+    config = transformers.GPT2Config(
+        vocab_size=40, n_positions=16, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
+    )
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(config).to(dtype)
+
+
 def tiny_roberta(dtype=torch.float32):
     import transformers
 

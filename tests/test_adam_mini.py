@@ -4,7 +4,7 @@ import io
 
 import pytest
 import torch
-from baseline_helpers import TinyGPT, apply_stream, gradient_stream, tiny_llama, tiny_roberta
+from baseline_helpers import TinyGPT, apply_stream, gradient_stream, tiny_gpt2, tiny_llama, tiny_roberta
 
 from alphaadam.optim import build_optimizer
 from alphaadam.optim.adam_mini import AdamMini, block_count
@@ -159,6 +159,68 @@ def test_gpt_partition_of_every_parameter_and_fused_qkv_blocks():
     torch.testing.assert_close(v, (1 - beta2) * torch.cat([heads, rows]))
 
 
+def conv1d_weight_names(model) -> set[str]:
+    return {f"{n}.weight" for n, m in model.named_modules() if type(m).__name__ == "Conv1D"}
+
+
+def test_hf_gpt2_conv1d_weights_get_the_same_blocks_and_update_as_nanogpt():
+    # Hugging Face GPT-2 stores c_attn/c_proj/c_fc as (in, out); nanoGPT's nn.Linear as (out, in).
+    # With the same weights (transposed) and gradients, Adam-mini must make the same update.
+    hf, nano = tiny_gpt2(torch.float64), TinyGPT(n_layer=2, n_head=4, n_embd=32).double()
+    conv = conv1d_weight_names(hf)
+    assert len(conv) == 8 and hf.transformer.h[0].attn.c_attn.weight.shape == (32, 96)
+    hf_params, nano_params = dict(hf.named_parameters()), dict(nano.named_parameters())
+    assert hf_params.keys() == nano_params.keys()
+    with torch.no_grad():
+        for n, p in hf_params.items():
+            nano_params[n].copy_(p.T if n in conv else p)
+    hp = dict(lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)
+    opt_hf, opt_nano = build_optimizer(hf, "adam_mini", **hp), build_optimizer(nano, "adam_mini", **hp)
+    assert blocks_by_name(opt_hf) == blocks_by_name(opt_nano)
+    assert {n for g in opt_hf.param_groups if g["transposed"] for n in g["param_names"]} == conv
+    named = list(nano_params.items())
+    for t in range(6):
+        grads = gradient_stream(named, t)
+        for n, p in named:
+            p.grad = grads[n].clone()
+            hf_params[n].grad = (grads[n].T if n in conv else grads[n]).clone()
+        opt_hf.step()
+        opt_nano.step()
+    for n, p in hf_params.items():
+        torch.testing.assert_close(p.T if n in conv else p, nano_params[n], rtol=1e-13, atol=1e-13, msg=n)
+        torch.testing.assert_close(
+            opt_hf.state[p]["exp_avg_sq"], opt_nano.state[nano_params[n]]["exp_avg_sq"]
+        )
+
+
+@pytest.mark.parametrize(("third", "head"), [(0, 0), (0, 3), (1, 2)])
+def test_hf_gpt2_c_attn_blocks_are_its_heads(third, head):
+    # HF GPT-2 splits c_attn's output columns into [q | k | v] and each third into heads of
+    # head_dim consecutive columns: a gradient on one head's columns touches that head's block only.
+    model = tiny_gpt2(torch.float64)
+    c_attn = model.transformer.h[1].attn.c_attn.weight  # (32, 96): 4 heads of 8 columns per third
+    opt = build_optimizer(model, "adam_mini")
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    first = 32 * third + 8 * head
+    c_attn.grad[:, first : first + 8] = torch.randn(32, 8, dtype=torch.float64)
+    opt.step()
+    v = opt.state[c_attn]["exp_avg_sq"]
+    assert v.shape == (4 + 4 + 32,)  # query heads, key heads, value neurons
+    block = 4 * third + head
+    assert v.nonzero().flatten().tolist() == [block]
+    beta2 = opt.param_groups[0]["betas"][1]
+    torch.testing.assert_close(v[block], (1 - beta2) * c_attn.grad[:, first : first + 8].pow(2).mean())
+    c_fc = model.transformer.h[1].mlp.c_fc.weight  # (32, 128): one block per output neuron (column)
+    assert opt.state[c_fc]["exp_avg_sq"].shape == (128,)
+
+
+def test_hf_gpt2_layout_without_the_model_is_refused():
+    named = list(tiny_gpt2().named_parameters())
+    with pytest.raises(ValueError, match="Conv1D; pass the model itself"):
+        build_optimizer(named, "adam_mini", n_heads=4)
+
+
 def test_compiled_and_ddp_prefixes_match_the_same_rules():
     model = TinyGPT(n_layer=1)
     plain = adam_mini_blocks(NamedParameters.of(model))
@@ -227,6 +289,12 @@ def test_argument_checks_name_the_argument():
         (dict(weight_decay=-0.1), "weight_decay"),
         (dict(block="head"), "head_dim"),
         (dict(block="qkv", head_dim=3), "does not fit"),
+        (
+            dict(block="qkv", head_dim=4, transposed=True),
+            r"does not fit the \(4, 4\) .* stored as \(in, out\)",
+        ),
+        (dict(block="tensor", transposed=True), "needs a block kind made of rows"),
+        (dict(transposed=1), "transposed=1 must be True or False"),
     ]:
         with pytest.raises(ValueError, match=word):
             AdamMini([p], **{"block": "row", **kwargs})

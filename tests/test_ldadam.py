@@ -150,21 +150,49 @@ def test_zero_grad_keeps_error_buffers_only():
     assert lowrank.grad is buffer and torch.equal(dense.grad, torch.zeros_like(dense))
 
 
-def test_model_zero_grad_is_detected():
-    model = TinyGPT().double()
-    opt = build_optimizer(model, "ldadam", rank=2)
-    idx = torch.randint(0, 40, (2, 16), generator=torch.Generator().manual_seed(0))
-    model(idx, idx).backward()
-    opt.step()
-    model.zero_grad()  # the mistake: frees the error buffers
-    model(idx, idx).backward()
-    with pytest.warns(RuntimeWarning, match="never model.zero_grad"):
-        opt.step()
-    opt.zero_grad()
-    model(idx, idx).backward()
+def test_model_zero_grad_keeps_the_error_feedback():
+    # The Hugging Face Trainer frees p.grad with model.zero_grad() after every step: the error stays
+    # in the optimizer state and the next step adds it to the fresh gradient, bit for bit the sum
+    # that optimizer.zero_grad() + backward makes.
+    def run(clear):
+        torch.manual_seed(0)
+        model = TinyGPT().double()
+        opt = build_optimizer(model, "ldadam", lr=1e-2, rank=2)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(6):
+            idx = torch.randint(0, 40, (2, 16), generator=gen)
+            model(idx, idx).backward()
+            opt.step()
+            (model if clear == "model" else opt).zero_grad()
+        return model, opt
+
+    kept, _ = run("optimizer")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        opt.step()  # the right loop does not warn
+        freed, opt = run("model")
+    for (name, p), (_, q) in zip(kept.named_parameters(), freed.named_parameters(), strict=True):
+        assert torch.equal(p, q), name
+    buffers = [s["error_buffer"] for s in opt.state.values() if "error_buffer" in s]
+    assert len(buffers) == 8 and all(b.abs().sum() > 0 for b in buffers)
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_a_freed_error_buffer_is_added_back(fresh):
+    def after_two_steps(free):
+        p = torch.nn.Parameter(_matrix((6, 4), 8))
+        opt = LDAdam([{"params": [p], "lowrank": True}], lr=1e-2, rank=2)
+        p.grad = _matrix((6, 4), 9)
+        opt.step()
+        assert opt.state[p]["error_buffer"] is p.grad
+        if free:
+            p.grad = None
+        if fresh:  # a new gradient (after a freed buffer: a new tensor, else added in place)
+            g = _matrix((6, 4), 10)
+            p.grad = g if p.grad is None else p.grad.add_(g)
+        opt.step()
+        return p
+
+    assert torch.equal(after_two_steps(free=True), after_two_steps(free=False))
 
 
 def test_gradient_accumulation_adds_to_the_error_buffer():
@@ -239,3 +267,19 @@ def test_bf16_parameters_keep_fp32_state_and_svd_basis_helper():
     assert opt2.state[p]["exp_avg"].dtype == torch.float32
     q = svd_basis(_matrix((5, 3), 11), 2, left=True)
     assert torch.allclose(q.T @ q, torch.eye(2, dtype=F64))
+
+
+def test_error_buffers_are_gradients_not_optimizer_state():
+    from alphaadam.train.measure import optimizer_state_bytes
+
+    def state_bytes(error_feedback, free):
+        model = TinyGPT()
+        opt = build_optimizer(model, "ldadam", rank=2, error_feedback=error_feedback)
+        apply_stream(opt, list(model.named_parameters()), 2, set_grads=False)
+        if free:
+            model.zero_grad()  # now the buffers live in the optimizer state alone
+        return optimizer_state_bytes(opt)
+
+    assert state_bytes(True, free=False) == state_bytes(False, free=False)
+    low_rank = 2 * (96 * 32 + 32 * 32 + 128 * 32 + 32 * 128)  # TinyGPT's attention and MLP matrices
+    assert state_bytes(True, free=True) == state_bytes(False, free=True) + 4 * low_rank

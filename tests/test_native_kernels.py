@@ -5,8 +5,8 @@ import pytest
 import torch
 from optim_helpers import make_params, max_difference, run, two_groups
 
-from alphaadam.optim import AlphaAdam, kernels, native
-from alphaadam.optim.reference import ReferenceAlphaAdam
+from alphaadam.optim import AlphaAdam, AlphaSGD, kernels, native
+from alphaadam.optim.reference import ReferenceAlphaAdam, ReferenceAlphaSGD
 
 ADAM = dict(betas=(0.9, 0.95), eps=1e-8)
 # Larger than several of the kernel's 65536-element blocks, so that they run in parallel and a
@@ -29,6 +29,16 @@ def test_blocked_kernels_equal_reference(dtype, tolerance):
     fast = run(AlphaAdam(two_groups(params), **ADAM, backend="native"), params, 20)
     params = make_params(dtype, shapes=LARGE)
     ref = run(ReferenceAlphaAdam(two_groups(params), **ADAM), params, 20)
+    assert max_difference(fast, ref) < tolerance
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_blocked_sgd_kernels_equal_reference(dtype, tolerance):
+    sgd = dict(lr=0.01, momentum=0.9, weight_decay=0.1)
+    params = make_params(dtype, shapes=LARGE)
+    fast = run(AlphaSGD(two_groups(params), **sgd, backend="native"), params, 20)
+    params = make_params(dtype, shapes=LARGE)
+    ref = run(ReferenceAlphaSGD(two_groups(params), **sgd), params, 20)
     assert max_difference(fast, ref) < tolerance
 
 

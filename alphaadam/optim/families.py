@@ -15,9 +15,10 @@ The rules are regular expressions over parameter names, one table per family, ma
 =========  ==================================================  =========================================
 family     names (examples)                                    where they come from
 =========  ==================================================  =========================================
-gpt        ``transformer.h.N.attn.c_attn.weight`` (fused QKV)  nanoGPT's ``model.py``; ``lm_head`` is tied
-           ``transformer.h.N.mlp.c_fc.weight``, ``wte``,       to ``wte`` and then listed once, as wte
-           ``wpe``, ``ln_1``, ``ln_2``, ``ln_f``
+gpt        ``transformer.h.N.attn.c_attn.weight`` (fused QKV)  nanoGPT's ``model.py`` and Hugging Face
+           ``transformer.h.N.mlp.c_fc.weight``, ``wte``,       ``GPT2LMHeadModel`` (``Conv1D`` weights
+           ``wpe``, ``ln_1``, ``ln_2``, ``ln_f``               stored (in, out)); ``lm_head`` is tied
+                                                               to ``wte`` and then listed once, as wte
 roberta    ``roberta.encoder.layer.N.attention.self.query``,   Hugging Face ``RobertaModel`` and
            ``attention.output.dense``, ``intermediate.dense``, ``RobertaForSequenceClassification``
            ``output.dense``, ``embeddings.*``, ``LayerNorm``,  (BERT uses the same names)
@@ -79,6 +80,7 @@ FAMILIES: dict[str, Family] = {
                 (r"transformer\.h\.\d+\.mlp\.c_(fc|proj)\.weight$", "row"),
                 (r"transformer\.(h\.\d+\.ln_[12]|ln_f)\.weight$", "tensor"),
             ),
+            model_types=("gpt2",),
         ),
         Family(
             name="roberta",
@@ -200,6 +202,25 @@ def adam_mini_blocks(params: NamedParameters, family: str | None = None) -> dict
             f"{', '.join(unknown[:8])}; extend FAMILIES[{fam.name!r}].blocks in alphaadam/optim/families.py"
         )
     return kinds
+
+
+def stored_transposed(params: NamedParameters) -> set[str]:
+    """Names of the matrices stored as (in, out): weights of Hugging Face ``Conv1D`` modules (GPT-2).
+
+    Only the model's modules can tell (a square weight looks the same either way), so without a
+    model the set is empty.
+    """
+    if params.model is None:
+        return set()
+    names = {n for n, _ in params.named}
+    found = set()
+    for module_name, module in params.model.named_modules():
+        # transformers.pytorch_utils.Conv1D, matched by name so that transformers stays optional here
+        if type(module).__name__ == "Conv1D" and isinstance(getattr(module, "weight", None), nn.Parameter):
+            name = f"{module_name}.weight" if module_name else "weight"
+            if name in names:
+                found.add(name)
+    return found
 
 
 def attention_head_dim(

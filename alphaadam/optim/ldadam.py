@@ -9,19 +9,18 @@ The algorithm follows the authors' code (IST-DASLab/LDAdam, ``ldadamw_torch``, A
 f3c5daf, after fix c9cd09a) step by step; this is an independent implementation (the steps are
 listed in :class:`LDAdam`).
 
-.. warning::
-   With error feedback on, the error buffer lives in ``p.grad`` of every low-rank matrix, and
-   ``optimizer.zero_grad()`` keeps it: the next backward pass adds the new gradient to it. A training
-   loop must call ``optimizer.zero_grad()`` and **never** ``model.zero_grad()`` (the Hugging Face
-   Trainer does the latter, which silently turns error feedback off). Gradient clipping and loss
-   scaling act on gradient + error; under DDP the error is averaged with the gradient.
-   ``state_dict()`` includes the error buffers, so a resumed run continues the same trajectory.
+Error feedback keeps the compression error of every low-rank matrix in ``state["error_buffer"]``,
+which is the *same tensor* as ``p.grad`` after a step (no extra memory): ``optimizer.zero_grad()``
+keeps it, so the next backward pass adds the new gradient to it, as in the reference. When
+``p.grad`` is freed instead (``model.zero_grad()``, which the Hugging Face Trainer calls after every
+step), the error stays in the state and ``step()`` adds it to the fresh gradient: the same sum, at
+the cost of one extra gradient-sized tensor per low-rank matrix during the backward pass. Gradient
+clipping and loss scaling then act on the fresh gradient alone (with ``optimizer.zero_grad()``
+they act on gradient + error, as in the reference). ``state_dict()`` includes the error buffers,
+so a resumed run continues the same trajectory.
 """
 
 from __future__ import annotations
-
-import warnings
-import weakref
 
 import torch
 
@@ -90,7 +89,7 @@ class LDAdam(KeepsStateDtypes, torch.optim.Optimizer):
     (embeddings, norms, biases, heads) get the reference's AdamW step. Per low-rank matrix G (m x n)
     at its k-th update (k = 0, 1, ...; one counter per parameter, which equals the reference's
     optimizer-wide counter because the error buffer keeps every low-rank ``p.grad`` alive), with
-    ``g = p.grad`` (= fresh gradient + error buffer):
+    ``g = p.grad`` (= fresh gradient + error buffer, see the module notes):
 
     1. Subspace. k = 0: top-r singular vectors of g (SVD). k > 0: b = rho * P_old(m) / (1 - beta1^k)
        + (1 - rho) * g, where P_old(m) is the back-projected first moment; one block power iteration
@@ -111,7 +110,7 @@ class LDAdam(KeepsStateDtypes, torch.optim.Optimizer):
         proj_type: ``"std"`` (right projection if m > n, else left), ``"reverse_std"``, ``"left"``,
             ``"right"``.
         proj_method: ``"power_iteration"`` (the paper's) or ``"svd"``.
-        error_feedback: keep the compression error in ``p.grad`` (see the module warning).
+        error_feedback: feed the compression error into the next step (see the module notes).
 
     Defaults are the reference's (betas (0.908, 0.99), rho 0.908, eps 1e-8); its GLUE runs use rank 8.
     Moments and bases of bf16/fp16 parameters are fp32; SVD and QR run in fp32, or fp64 for fp64
@@ -146,9 +145,6 @@ class LDAdam(KeepsStateDtypes, torch.optim.Optimizer):
             error_feedback=error_feedback,
         )
         super().__init__(params, defaults)
-        # id(param) -> weak reference to the gradient tensor left in p.grad as the error buffer
-        self._buffers: dict[int, weakref.ref] = {}
-        self._warned_lost_buffer = False
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -182,14 +178,15 @@ class LDAdam(KeepsStateDtypes, torch.optim.Optimizer):
 
     # -- gradients and the error buffer ---------------------------------------------------------
 
-    def _keeps_grad(self, group: dict, p: torch.Tensor) -> bool:
-        return group["lowrank"] and group["error_feedback"] and "basis" in self.state.get(p, {})
+    def _error_buffer(self, p: torch.Tensor) -> torch.Tensor | None:
+        state = self.state.get(p)
+        return state.get("error_buffer") if state else None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear gradients, except the error buffers of low-rank matrices (error feedback on)."""
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None or self._keeps_grad(group, p):
+                if p.grad is None or p.grad is self._error_buffer(p):
                     continue
                 if set_to_none:
                     p.grad = None
@@ -200,52 +197,36 @@ class LDAdam(KeepsStateDtypes, torch.optim.Optimizer):
                         p.grad.requires_grad_(False)
                     p.grad.zero_()
 
-    def _check_buffer(self, group: dict, index: int, p: torch.Tensor) -> None:
-        ref = self._buffers.get(id(p))
-        if ref is not None and ref() is None and not self._warned_lost_buffer:
-            self._warned_lost_buffer = True
-            warnings.warn(
-                f"LDAdam: the error-feedback buffer kept in p.grad of {param_name(group, index)} was "
-                "freed since the last step (model.zero_grad() or p.grad = None?), so error feedback "
-                "restarted from zero; call optimizer.zero_grad(), never model.zero_grad()",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-
-    def state_dict(self) -> dict:
-        """The state, plus each low-rank matrix's error buffer (a copy of its ``p.grad``)."""
-        state_dict = super().state_dict()
-        index = 0
+    def _restore_error_buffers(self) -> None:
+        """Give back the error that freeing ``p.grad`` (``model.zero_grad()``) took out of it."""
         for group in self.param_groups:
             for p in group["params"]:
-                if self._keeps_grad(group, p) and p.grad is not None:
-                    state_dict["state"][index] = {
-                        **state_dict["state"][index],
-                        "error_buffer": p.grad.detach().clone(),
-                    }
-                index += 1
-        return state_dict
+                buffer = self._error_buffer(p)
+                if buffer is None or p.grad is buffer:
+                    continue
+                if p.grad is None:  # no gradient this step: the error alone, as in the reference
+                    p.grad = buffer
+                else:  # a fresh gradient: fresh + error, the sum the backward pass would have made
+                    p.grad.add_(buffer)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Load the state and put saved error buffers back into ``p.grad``."""
+        """Load the state and make each saved error buffer ``p.grad`` again."""
         super().load_state_dict(state_dict)
-        self._buffers.clear()
         for group in self.param_groups:
             for p in group["params"]:
-                state = self.state.get(p)
-                buffer = state.pop("error_buffer", None) if state else None
+                buffer = self._error_buffer(p)
                 if buffer is not None:
-                    p.grad = buffer.to(device=p.device, dtype=p.dtype)
-                    self._buffers[id(p)] = weakref.ref(p.grad)
+                    p.grad = buffer
 
     # -- the step ---------------------------------------------------------------------------------
 
     @torch.no_grad()
     def step(self, closure=None):
         loss = evaluate_closure(closure)
-        for group, index, p in params_with_grad(self):
+        self._restore_error_buffers()
+        for group, _, p in params_with_grad(self):
             if group["lowrank"]:
-                self._lowrank_step(group, index, p)
+                self._lowrank_step(group, p)
             else:
                 self._adamw_step(group, p)
         return loss
@@ -271,7 +252,7 @@ class LDAdam(KeepsStateDtypes, torch.optim.Optimizer):
         p.mul_(1 - lr * group["weight_decay"])
         p.add_(direction.to(p.dtype), alpha=-lr)
 
-    def _lowrank_step(self, group: dict, index: int, p: torch.Tensor) -> None:
+    def _lowrank_step(self, group: dict, p: torch.Tensor) -> None:
         state = self.state[p]
         left = projects_left(p.shape, group["proj_type"])
         rank = group["rank"]
@@ -280,7 +261,6 @@ class LDAdam(KeepsStateDtypes, torch.optim.Optimizer):
             state["step"] = torch.tensor(0.0)
             state["exp_avg"] = torch.zeros(shape, dtype=state_dtype(p), device=p.device)
             state["exp_avg_sq"] = torch.zeros(shape, dtype=state_dtype(p), device=p.device)
-        self._check_buffer(group, index, p)
         beta1, beta2 = group["betas"]
         lr, eps, rho = group["lr"], group["eps"], group["rho"]
         error_feedback = group["error_feedback"]
@@ -337,7 +317,7 @@ class LDAdam(KeepsStateDtypes, torch.optim.Optimizer):
         p.add_(_back(basis, direction, left).to(p.dtype), alpha=-lr)
         state["basis"] = basis
         if error_feedback:
-            self._buffers[id(p)] = weakref.ref(grad)
+            state["error_buffer"] = grad
 
 
 def build_ldadam(

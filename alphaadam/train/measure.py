@@ -35,8 +35,12 @@ def peak_flops(device: torch.device, dtype_name: str) -> float | None:
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes of every tensor in the optimizer's state (nested containers and objects included)."""
-    seen: set[int] = set()
+    """Bytes of every tensor in the optimizer's state (nested containers and objects included).
+
+    A parameter's gradient is not state, even when the state refers to it (LDAdam's error buffer
+    is ``p.grad`` between steps).
+    """
+    seen = {p.grad.untyped_storage().data_ptr() for p in optimizer.state if p.grad is not None}
 
     def size(obj, depth=0) -> int:
         if depth > 4:
