@@ -55,12 +55,12 @@ SIZE ?= 125m
 SWEEP ?=
 
 reproduce-gpt2: $(STAMP)
-	$(BIN)/python -m alphaadam.train.preflight pretrain_gpt experiment=paper/gpt2_pretrain model=gpt2_$(SIZE)
+	$(BIN)/python -m alphaadam.preflight pretrain_gpt experiment=paper/gpt2_pretrain model=gpt2_$(SIZE)
 	$(BIN)/alphaadam sweep experiment=paper/gpt2_pretrain model=gpt2_$(SIZE) $(SWEEP)
 	$(MAKE) tables figures
 
 reproduce-ablation: $(STAMP)
-	$(BIN)/python -m alphaadam.train.preflight pretrain_gpt experiment=paper/ablation_gpt2
+	$(BIN)/python -m alphaadam.preflight pretrain_gpt experiment=paper/ablation_gpt2
 	$(BIN)/alphaadam sweep experiment=paper/ablation_gpt2 $(SWEEP)
 	$(MAKE) tables figures
 
@@ -73,7 +73,7 @@ DRY_RUN ?=
 GLUE_STUDY = experiment=paper/glue_roberta $(SWEEP) $(if $(DRY_RUN),--dry-run)
 
 reproduce-glue: $(STAMP)
-	$(BIN)/python -m alphaadam.train.preflight --sweep $(GLUE_STUDY)
+	$(BIN)/python -m alphaadam.preflight --sweep $(GLUE_STUDY)
 	$(BIN)/alphaadam sweep $(GLUE_STUDY)
 	$(if $(DRY_RUN),@echo "DRY_RUN: nothing ran; no tables made",$(MAKE) tables figures)
 

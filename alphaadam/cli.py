@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from alphaadam.errors import UserError
+from alphaadam.errors import UserError, error_line
 
 COMMAND_GROUPS = ("alphaadam.sweep.cli", "alphaadam.report.cli")
 
@@ -30,10 +31,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a closed pipe (`alphaadam status | head`) shows here, not at exit
+        return code
     except UserError as exc:
-        print(f"alphaadam {args.command}: error: {exc}", file=sys.stderr)
+        print(error_line(exc, f"alphaadam {args.command}: error"), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Runs record their own interruption and resume from their checkpoints.
+        print(
+            f"\nalphaadam {args.command}: interrupted; run the same command again to resume", file=sys.stderr
+        )
+        return 130
+    except BrokenPipeError:
+        # The reader left (e.g. `| head`): nothing more to say, and no traceback at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import time
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig
 
 from alphaadam.data.glue import (
     Collator,
@@ -40,44 +39,125 @@ from alphaadam.data.glue import (
     micro_batches,
     tokenize,
 )
+from alphaadam.errors import ConfigError
 from alphaadam.evals.glue_metrics import compute
-from alphaadam.models.hf import load_classifier, load_tokenizer
-from alphaadam.runs.loggers import make_logger, wandb_run_id
-from alphaadam.runs.recorder import RunRecorder, sigterm_as_interrupt
-from alphaadam.train import distributed
-from alphaadam.train.config import ConfigError, FinetuneGlueConfig, build_optimizer_from_config, validate
-from alphaadam.train.divergence import divergence
-from alphaadam.train.measure import (
-    Throughput,
-    mask_stats_record,
-    memory_record,
-    peak_flops,
-    peak_memory,
-    reset_peak_memory,
+from alphaadam.models.hf import check_available, load_classifier, load_tokenizer
+from alphaadam.train.config import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    PROBABILITY,
+    Range,
+    RunSettings,
+    TrainerSettings,
+    build_optimizer_from_config,
+    validate,
 )
+from alphaadam.train.distributed import device_summary, resolve_device
+from alphaadam.train.divergence import divergence
+from alphaadam.train.identity import run_identity
 from alphaadam.train.precision import make_precision
-from alphaadam.train.preflight import STOPS
-from alphaadam.train.progress import Progress
 from alphaadam.train.schedule import LRSchedule
-from alphaadam.train.state import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from alphaadam.train.session import RunSession, run_main, started
+from alphaadam.train.state import seed_everything
 from alphaadam.train.track import LossTracker
 
 RECIPE = "finetune_glue"
 
 
-def identity(cfg: DictConfig) -> dict:
-    """The fields of result.json that tables select runs by (``task`` without its group prefix)."""
-    fields = {
-        "optimizer": cfg.optimizer.name,
-        "lr": cfg.optimizer.get("lr"),
-        "seed": cfg.seed,
-        "model": cfg.model.name,
-        "task": cfg.task.name,
-        "epochs": cfg.trainer.epochs,
+# -- the config schema (configs/finetune_glue.yaml and its groups are validated against it) ---------
+
+
+@dataclass
+class HFModelConfig:
+    name: str = MISSING  # short name for run labels and result.json, e.g. "roberta_base"
+    path: str = MISSING  # a Hugging Face hub id, or a local directory (model and tokenizer files)
+    revision: str | None = None  # hub commit, branch or tag; None: "main"
+    dropout: float | None = None  # hidden and attention dropout; None: the checkpoint's
+    classifier_dropout: float | None = None  # the classification head's; None: the checkpoint's
+
+
+@dataclass
+class GlueTaskConfig:
+    name: str = MISSING  # what result.json's identity.task records, e.g. "rte"
+    hub_config: str = MISSING  # configuration of the dataset repository, e.g. "rte"
+    text_columns: list[str] = MISSING  # one column (single sentence) or two (a pair)
+    label_column: str = "label"
+    num_labels: int = MISSING  # 1 for regression
+    regression: bool = False
+    metrics: list[str] = MISSING  # recorded at every evaluation
+    main_metric: str = MISSING  # picks the best evaluation (metrics.best)
+    train_split: str = "train"
+    eval_splits: list[str] = field(default_factory=lambda: ["validation"])
+    batch_size: int = MISSING  # examples per optimizer step
+
+
+@dataclass
+class GlueDataConfig:
+    hub_id: str = "nyu-mll/glue"
+    revision: str | None = None  # dataset repository commit; None: "main"
+    path: str | None = None  # local files instead of the hub (see alphaadam/data/glue.py)
+    max_length: int = 512  # tokens per example (pair included); longer inputs are truncated
+    pad_to_multiple_of: int | None = 8  # dynamic padding rounded up to this (tensor-core friendly)
+    max_train_samples: int | None = None  # use the first N training examples (smoke tests)
+    max_eval_samples: int | None = None  # and the first N of each evaluation split
+
+
+@dataclass
+class FinetuneTrainerConfig(TrainerSettings):
+    epochs: int = MISSING
+    micro_batch_size: int | None = None  # examples per forward pass; None: the whole batch
+    eval_batch_size: int = 64
+    eval_every: int = 0  # steps; 0: at the end of each epoch only (always at the end of each epoch)
+    keep_checkpoint: bool = False  # a run's checkpoint is deleted when it ends (RoBERTa-base's: ~1.5 GB)
+
+
+@dataclass
+class FinetuneGlueConfig(RunSettings):
+    model: HFModelConfig = field(default_factory=HFModelConfig)
+    task: GlueTaskConfig = field(default_factory=GlueTaskConfig)
+    data: GlueDataConfig = field(default_factory=GlueDataConfig)
+    trainer: FinetuneTrainerConfig = field(default_factory=FinetuneTrainerConfig)
+
+    RANGES: ClassVar[dict] = {
+        "trainer.epochs": AT_LEAST_1,
+        "trainer.micro_batch_size": AT_LEAST_1,
+        "trainer.eval_batch_size": AT_LEAST_1,
+        "trainer.eval_every": AT_LEAST_0,
+        "model.dropout": PROBABILITY,
+        "model.classifier_dropout": PROBABILITY,
+        "task.batch_size": AT_LEAST_1,
+        "task.num_labels": AT_LEAST_1,
+        "data.max_length": Range(4),
+        "data.pad_to_multiple_of": AT_LEAST_1,
+        "data.max_train_samples": AT_LEAST_1,
+        "data.max_eval_samples": AT_LEAST_1,
     }
-    if cfg.optimizer.get("rank") is not None:  # GaLore and LDAdam: a row per rank
-        fields["rank"] = cfg.optimizer.rank
-    return fields
+
+
+SCHEMA = FinetuneGlueConfig
+
+
+def identity(s: DictConfig) -> dict:
+    """The fields of result.json that tables select runs by (``task`` without its group prefix)."""
+    return run_identity(s, model=s.model.name, task=s.task.name, epochs=s.trainer.epochs)
+
+
+def preflight(s: DictConfig, resources: bool, checked: set) -> str:
+    """The device, the model and tokenizer files (local, cached or fetched from the hub; once per
+    model), and the task's dataset (loaded once, so that it is in the cache for the jobs)."""
+    task = GlueTask.from_config(s.task)
+    name = f"{s.model.name} / {task.name} / {s.optimizer.name}"
+    if not resources:
+        return f"config ok: {name}"
+    device = resolve_device(s.trainer.device)
+    model = (s.model.path, s.model.revision)
+    if model not in checked:
+        check_available(*model)
+        checked.add(model)
+    splits = load_configured(task, s.data)
+    sizes = ", ".join(f"{split} {len(data):,}" for split, data in splits.items())
+    source = s.data.path or f"{s.data.hub_id}@{(s.data.revision or 'main')[:7]}"
+    return f"ready: {name} on {device_summary(device)}; model {s.model.path}; data {source} ({sizes})"
 
 
 def load_data(s: DictConfig, task: GlueTask, tokenizer) -> dict:
@@ -117,36 +197,29 @@ def evaluate(model, data: dict, plans: dict, task: GlueTask, collator, precision
 
 def train(cfg: DictConfig) -> dict | None:
     """Run, resume or skip the run that ``cfg`` describes; returns its result.json record."""
-    settings = validate(cfg, FinetuneGlueConfig)  # a misspelt key or a wrong type stops here, named
+    settings = validate(cfg, SCHEMA)  # a misspelt key or a wrong type stops here, named
     task = GlueTask.from_config(settings.task)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(
             "finetune_glue runs on one device (RoBERTa-base at batch 32 fits one GPU); run one job per "
             "GPU instead of torchrun: the sweep's gpu_pool launcher runs several at once"
         )
-    dist = distributed.setup(settings.trainer.device)
-    try:
-        with sigterm_as_interrupt():
-            return _train(cfg, settings, task, dist)
-    finally:
-        distributed.teardown(dist)
+    with started(settings.trainer.device) as dist:
+        return _train(cfg, settings, task, dist)
 
 
 def _train(cfg: DictConfig, s: DictConfig, task: GlueTask, dist) -> dict | None:
     t, device = s.trainer, dist.device
-
-    # -- the run directory: an ended run is skipped ---------------------------------------------------
-    recorder = RunRecorder(cfg, RECIPE, identity(s), None)
-    if recorder.finished:
-        print(f"already {recorder.previous['status']}, skipping: {recorder.dir} (delete it to run again)")
-        return recorder.previous
+    session = RunSession(cfg, s, RECIPE, identity(s), dist)
+    if (previous := session.ended()) is not None:
+        return previous
 
     # -- data: tokenized once; an epoch's order comes from (seed, epoch), batches padded dynamically ---
     tokenizer = load_tokenizer(s.model.path, s.model.revision)
     data = load_data(s, task, tokenizer)
     train_set = data[task.train_split]
     batches = TrainBatches(len(train_set), task.batch_size, s.seed)
-    total_steps = recorder.total_steps = t.epochs * batches.steps_per_epoch
+    total_steps = t.epochs * batches.steps_per_epoch
     micro_batch = min(t.micro_batch_size or task.batch_size, task.batch_size)
     collator = Collator(tokenizer.pad_token_id, s.data.pad_to_multiple_of, task.regression)
     plans = {
@@ -168,100 +241,32 @@ def _train(cfg: DictConfig, s: DictConfig, task: GlueTask, dist) -> dict | None:
     optimizer = build_optimizer_from_config(model, s.optimizer)  # bad hyper-parameters stop here, named
     schedule = LRSchedule.from_config(s.scheduler, total_steps)
     precision = make_precision(t.dtype, device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    tracker, throughput = LossTracker(main=task.main_metric, higher_is_better=True), Throughput()
-    n_params = sum(p.numel() for p in model.parameters())
-    flops_per_token = 6 * model.num_parameters(exclude_embeddings=True)  # matmuls; attention left out
-    peak = t.peak_flops or peak_flops(device, precision.name)
-    wandb_id = wandb_run_id(s.experiment, recorder.dir)
+    tracker = LossTracker(main=task.main_metric, higher_is_better=True)
 
-    with recorder.recording():
-        # -- resume from the last checkpoint: weights, optimizer, scaler, RNG, metrics, data position --
-        step, tokens_seen, elapsed_before = 0, 0, 0.0
-        checkpoint = load_checkpoint(recorder.checkpoint_path, device)
-        if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            precision.scaler.load_state_dict(checkpoint["scaler"])
-            tracker.load_state_dict(checkpoint["tracker"])
-            set_rng_state(checkpoint["rng"], device)
-            step, tokens_seen = checkpoint["step"], checkpoint["tokens"]
-            elapsed_before, wandb_id = checkpoint["elapsed_s"], checkpoint["wandb_id"]
-            del checkpoint
-        recorder.metrics.truncate_after(step)  # drop what a killed session logged after it
-        recorder.begin(step, metrics=tracker.metrics())
-        session_start = time.perf_counter()
-
+    with session.running(
+        model,
+        optimizer,
+        precision,
+        tracker,
+        total_steps=total_steps,
+        flops_per_token=6 * model.num_parameters(exclude_embeddings=True),  # matmuls; attention left out
+        sampler="glue.TrainBatches",
+        steps_per_epoch=batches.steps_per_epoch,
+    ):  # resumed: weights, optimizer, scaler, RNG, metrics, data position (session.step)
         compiled = torch.compile(model) if t.compile else model
-        config = OmegaConf.to_container(cfg, resolve=True)
-        logger = make_logger(s.logger, recorder.dir, s.run.label, config, wandb_id)
-        recorder.on_exit(logger.finish)
-        progress = Progress(total_steps, step, t.progress)
-        recorder.on_exit(lambda status: progress.close())
-        print(
-            f"{recorder.dir}\n{s.model.name} ({n_params / 1e6:.2f}M parameters) on {task.name}: "
-            f"{len(train_set):,} training examples, {t.epochs} epochs of {batches.steps_per_epoch} steps "
-            f"of {task.batch_size} ({math.ceil(task.batch_size / micro_batch)} x {micro_batch}), "
+        session.announce(
+            f"{s.model.name} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters) on "
+            f"{task.name}: {len(train_set):,} training examples, {t.epochs} epochs of "
+            f"{batches.steps_per_epoch} steps of {task.batch_size} "
+            f"({math.ceil(task.batch_size / micro_batch)} x {micro_batch}), "
             f"{s.optimizer.name} lr {s.optimizer.lr:g}, {device} {precision.name}"
-            + (f", resuming at step {step}" if step else "")
         )
 
-        def elapsed() -> float:
-            return elapsed_before + time.perf_counter() - session_start
-
-        def record(values: dict) -> dict:
-            """One line of metrics.jsonl (and of W&B)."""
-            epoch = round(step / batches.steps_per_epoch, 4)
-            line = {
-                "step": step,
-                "epoch": epoch,
-                "tokens": tokens_seen,
-                "time_s": round(elapsed(), 3),
-                **values,
-            }
-            recorder.metrics.append(line)
-            logger.log(line)
-            return line
-
-        def summary() -> dict:
-            """result.json's step, metrics, timing and memory."""
-            speed = throughput.summary(flops_per_token, 1, peak)
-            metrics = tracker.metrics()
-            if tracker.best_step is not None:
-                metrics["best_epoch"] = round(tracker.best_step / batches.steps_per_epoch, 4)
-            return dict(
-                step=step,
-                tokens=tokens_seen,
-                epoch=round(step / batches.steps_per_epoch, 4),
-                metrics=metrics,
-                timing={**recorder.result.get("timing", {}), "wall_s": elapsed(), **speed},
-                memory=memory_record(device, optimizer, n_params),
-            )
-
-        def save() -> None:
-            state = {
-                "step": step,
-                "tokens": tokens_seen,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": precision.scaler.state_dict(),
-                "tracker": tracker.state_dict(),
-                "rng": rng_state(device),
-                "data": {"sampler": "glue.TrainBatches", "seed": s.seed, "next_step": step},
-                "elapsed_s": elapsed(),
-                "wandb_id": wandb_id,
-                "run_id": recorder.run_id,
-            }
-            save_checkpoint(recorder.checkpoint_path, state)
-
         # -- the training loop -------------------------------------------------------------------------
-        reset_peak_memory(device)
-        while step < total_steps:
-            lr = schedule.apply(optimizer, step)
-            throughput.start()
-            indices = batches.indices(step)
+        while session.step < total_steps:
+            lr = schedule.apply(optimizer, session.step)
+            session.throughput.start()
+            indices = batches.indices(session.step)
             loss_sum, step_tokens = torch.zeros((), device=device), 0
             for part in micro_batches(indices, micro_batch):
                 batch = collator(train_set[part])
@@ -274,78 +279,32 @@ def _train(cfg: DictConfig, s: DictConfig, task: GlueTask, dist) -> dict | None:
             grad_norm = precision.unscale_and_clip(model, optimizer, t.grad_clip)  # the true gradients
             train_loss = loss_sum.item()
             if reason := divergence(train_loss, t.max_loss):
-                step += 1
-                record({"train_loss": train_loss, "lr": lr})
-                recorder.end("diverged", f"{reason} at step {step}", **summary())
-                progress.write(f"DIVERGED at step {step}: {reason}; status 'diverged' in {recorder.dir}")
+                session.diverge(reason, {"train_loss": train_loss, "lr": lr})
                 break
             precision.scaler.step(optimizer)  # masked optimizers overwrite p.grad: norms come first
             precision.scaler.update()
             optimizer.zero_grad(set_to_none=True)  # keeps LDAdam's error in p.grad, clipped with the gradient
-            step += 1
-            tokens_seen += step_tokens
-            throughput.stop(step_tokens, len(indices))
+            session.advance(step_tokens, len(indices))
             tracker.add_train(train_loss)
+            step = session.step
 
             # -- this step's record: training stats, evaluation, alpha and mask density ---------------
             epoch_end = step % batches.steps_per_epoch == 0
             evaluating = epoch_end or (t.eval_every > 0 and step % t.eval_every == 0)
             values = {}
             if step % t.log_every == 0 or evaluating:
-                values.update(
-                    train_loss=tracker.take_train(),
-                    lr=lr,
-                    grad_norm=grad_norm.item(),
-                    tokens_per_s=throughput.window_rate(),
-                    peak_bytes=peak_memory(device)["peak_bytes"],
-                )
+                values.update(session.step_stats(lr, grad_norm))
             if evaluating:
                 scores = evaluate(compiled, data, plans, task, collator, precision, device)
                 tracker.add_eval(step, scores)
                 values.update(scores)
                 shown = " | ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float))
-                progress.write(f"step {step} (epoch {step / batches.steps_per_epoch:.2f}): {shown}")
-            if t.mask_stats_every and step % t.mask_stats_every == 0:
-                values.update(mask_stats_record(optimizer))
-            progress.step(record(values) if values else None)
-            if evaluating:
-                recorder.update(**summary())
-            if epoch_end or (t.checkpoint_every and step % t.checkpoint_every == 0):
-                save()
+                session.write(f"step {step} (epoch {session.epoch(step):.2f}): {shown}")
+            session.end_step(values, evaluated=evaluating, checkpoint=epoch_end)
         else:
-            recorder.end("completed", None, **summary())
-            progress.write(completion_line(recorder, task))
-        if not t.keep_checkpoint:  # ended: the checkpoint was only there to resume
-            recorder.checkpoint_path.unlink(missing_ok=True)
-        logger.summary({"status": recorder.result.get("status"), **_numbers(tracker.metrics()["final"])})
-    return recorder.result or None
-
-
-def _numbers(values: dict) -> dict:
-    return {k: v for k, v in values.items() if isinstance(v, (int, float))}
-
-
-def completion_line(recorder: RunRecorder, task: GlueTask) -> str:
-    r, main = recorder.result, task.main_metric
-    final, best = r["metrics"]["final"], r["metrics"]["best"]
-    return (
-        f"completed {r['step']} steps: {main} {final.get(main, float('nan')):.4f} "
-        f"(best {best.get(main, float('nan')):.4f} at epoch {r['metrics'].get('best_epoch')}), "
-        f"{r['timing'].get('samples_per_s') or 0:,.0f} examples/s; {recorder.dir}/result.json"
-    )
-
-
-@hydra.main(version_base=None, config_path="../configs", config_name="finetune_glue")
-def main(cfg: DictConfig) -> None:
-    try:
-        train(cfg)
-    except STOPS as err:  # a config, device, model or data problem: one clear line, no traceback
-        print(f"finetune_glue: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("finetune_glue: interrupted; run the same command again to resume", file=sys.stderr)
-        sys.exit(130)
+            session.complete()
+    return session.result
 
 
 if __name__ == "__main__":
-    main()
+    run_main(train, RECIPE)

@@ -14,52 +14,115 @@ completed (or diverged) run and resumes an unfinished one from its last checkpoi
 from __future__ import annotations
 
 import math
-import os
-import sys
-import time
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig
 from torch.nn.parallel import DistributedDataParallel
 
 from alphaadam.data.embedded import ensure_embedded
-from alphaadam.data.tokens import TokenData, TrainBatches, fixed_val_batches
+from alphaadam.data.tokens import TokenData, TrainBatches, fixed_val_batches, is_prepared
+from alphaadam.errors import ConfigError
 from alphaadam.models.gpt import GPT, GPTConfig
-from alphaadam.runs.loggers import NoLogger, make_logger, wandb_run_id
-from alphaadam.runs.recorder import RunRecorder, sigterm_as_interrupt
 from alphaadam.train import distributed
-from alphaadam.train.config import ConfigError, build_optimizer_from_config, validate
-from alphaadam.train.distributed import all_reduce_sum, broadcast
-from alphaadam.train.divergence import divergence
-from alphaadam.train.measure import (
-    Throughput,
-    mask_stats_record,
-    memory_record,
-    peak_flops,
-    peak_memory,
-    reset_peak_memory,
+from alphaadam.train.config import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    POSITIVE,
+    PROBABILITY,
+    Range,
+    RunSettings,
+    TrainerSettings,
+    build_optimizer_from_config,
+    validate,
 )
+from alphaadam.train.distributed import all_reduce_sum, device_summary, resolve_device
+from alphaadam.train.divergence import divergence
+from alphaadam.train.identity import run_identity
 from alphaadam.train.precision import make_precision
-from alphaadam.train.preflight import STOPS
-from alphaadam.train.progress import Progress
 from alphaadam.train.schedule import LRSchedule
-from alphaadam.train.state import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from alphaadam.train.session import RunSession, run_main, started
+from alphaadam.train.state import seed_everything
 from alphaadam.train.track import LossTracker
 
 RECIPE = "pretrain_gpt"
 
 
-def identity(cfg: DictConfig) -> dict:
-    """The fields of result.json that tables select runs by."""
-    return {
-        "optimizer": cfg.optimizer.name,
-        "lr": cfg.optimizer.get("lr"),
-        "seed": cfg.seed,
-        "model": cfg.model.name,
-        "task": cfg.data.name,
-        "steps": cfg.trainer.max_steps,
+# -- the config schema (configs/pretrain_gpt.yaml and its groups are validated against it) ----------
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    n_layer: int = MISSING
+    n_head: int = MISSING
+    n_embd: int = MISSING
+    block_size: int = 1024
+    vocab_size: int | None = 50304  # None: the data's vocabulary rounded up to a multiple of 64
+    dropout: float = 0.0
+    bias: bool = False
+    lr: float = MISSING  # the learning rate the paper uses for this size (Table 5)
+    micro_batch_size: int = MISSING  # the per-device batch size the paper uses for this size
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING  # "embedded" (built on first use) or a prepared token directory's name
+    dir: str = MISSING
+    prepare: str = ""  # the command that prepares ``dir``, printed when it is missing
+
+
+@dataclass
+class TrainerConfig(TrainerSettings):
+    max_steps: int = MISSING  # optimizer steps
+    tokens_per_step: int | None = None  # None: one micro-batch per process, no accumulation
+    micro_batch_size: int = MISSING
+    eval_every: int = 0  # 0: only at eval_at_fractions (and step 0)
+    eval_batches: int = 20  # micro-batches in the fixed validation set
+    eval_at_fractions: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 1.0])
+
+
+@dataclass
+class PretrainGPTConfig(RunSettings):
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    RANGES: ClassVar[dict] = {
+        "trainer.max_steps": AT_LEAST_1,
+        "trainer.tokens_per_step": AT_LEAST_1,
+        "trainer.micro_batch_size": AT_LEAST_1,
+        "trainer.eval_batches": AT_LEAST_1,
+        "trainer.eval_every": AT_LEAST_0,
+        "trainer.eval_at_fractions": Range(0, 1, open_low=True),
+        "model.block_size": AT_LEAST_1,
+        "model.n_layer": AT_LEAST_1,
+        "model.n_head": AT_LEAST_1,
+        "model.n_embd": AT_LEAST_1,
+        "model.vocab_size": AT_LEAST_1,
+        "model.dropout": PROBABILITY,
+        "model.lr": POSITIVE,
+        "model.micro_batch_size": AT_LEAST_1,
     }
+
+
+SCHEMA = PretrainGPTConfig
+
+
+def identity(s: DictConfig) -> dict:
+    """The fields of result.json that tables select runs by."""
+    return run_identity(s, model=s.model.name, task=s.data.name, steps=s.trainer.max_steps)
+
+
+def preflight(s: DictConfig, resources: bool, checked: set) -> str:
+    """The device and the prepared data (the embedded corpus is built on first use, so it always is)."""
+    if not resources:
+        return f"config ok: {s.model.name} / {s.optimizer.name}"
+    device = resolve_device(s.trainer.device)
+    if s.data.name != "embedded" and not is_prepared(s.data.dir):
+        TokenData.open(s.data.dir, prepare_hint=s.data.prepare)  # raises DataMissing, with the hint
+    return f"ready: {s.model.name} / {s.optimizer.name} on {device_summary(device)}, data in {s.data.dir}"
 
 
 def open_data(cfg: DictConfig, dist) -> TokenData:
@@ -133,30 +196,23 @@ def to_device(batch, device):
 
 def train(cfg: DictConfig) -> dict | None:
     """Run, resume or skip the run that ``cfg`` describes; returns its result.json record."""
-    settings = validate(cfg)  # a misspelt key or a wrong type stops here, named
-    dist = distributed.setup(settings.trainer.device)
-    try:
-        with sigterm_as_interrupt():
-            return _train(cfg, settings, dist)
-    finally:
-        distributed.teardown(dist)
+    settings = validate(cfg, SCHEMA)  # a misspelt key or a wrong type stops here, named
+    with started(settings.trainer.device) as dist:
+        return _train(cfg, settings, dist)
 
 
 def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
     t = s.trainer
-    say = print if dist.is_main else (lambda *args, **kwargs: None)
-
-    # -- the run directory: an ended run is skipped ---------------------------------------------------
-    recorder = RunRecorder(cfg, RECIPE, identity(s), t.max_steps, is_main=dist.is_main)
-    if broadcast(recorder.finished, dist):
-        say(f"already {recorder.previous['status']}, skipping: {recorder.dir} (delete it to run again)")
-        return recorder.previous
+    session = RunSession(cfg, s, RECIPE, identity(s), dist)
+    if (previous := session.ended()) is not None:
+        return previous
 
     # -- data: random training windows by (seed, step), a fixed validation set ----------------------
     data = open_data(s, dist)
     accum = accumulation_steps(s, dist.world_size)
     block, micro_batch = s.model.block_size, t.micro_batch_size
-    tokens_per_step = dist.world_size * accum * micro_batch * block
+    samples_per_step = dist.world_size * accum * micro_batch
+    tokens_per_step = samples_per_step * block
     train_batches = TrainBatches(data, micro_batch, block, s.seed)
     val_batches = [
         to_device(b, dist.device) for b in fixed_val_batches(data, t.eval_batches, micro_batch, block)
@@ -168,99 +224,37 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
     optimizer = build_optimizer_from_config(model, s.optimizer)  # bad hyper-parameters stop here, named
     schedule = LRSchedule.from_config(s.scheduler, t.max_steps)
     precision = make_precision(t.dtype, dist.device)
-    if dist.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    tracker, throughput = LossTracker(), Throughput()
+    tracker = LossTracker()
     eval_points = evaluation_points(s)
-    peak = t.peak_flops or peak_flops(dist.device, precision.name)
-    wandb_id = wandb_run_id(s.experiment, recorder.dir)
 
-    with recorder.recording():
-        # -- resume from the last checkpoint: weights, optimizer, scaler, RNG, losses, data position --
-        step, elapsed_before = 0, 0.0
-        checkpoint = load_checkpoint(recorder.checkpoint_path, dist.device)
-        if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            precision.scaler.load_state_dict(checkpoint["scaler"])
-            tracker.load_state_dict(checkpoint["tracker"])
-            set_rng_state(checkpoint["rng"], dist.device)
-            step, elapsed_before = checkpoint["step"], checkpoint["elapsed_s"]
-            wandb_id = checkpoint["wandb_id"]
-            del checkpoint
-        if dist.is_main:
-            recorder.metrics.truncate_after(step)  # drop what a killed session logged after it
-        recorder.begin(step, metrics=tracker.metrics())
-        session_start = time.perf_counter()
-
+    with session.running(
+        model,
+        optimizer,
+        precision,
+        tracker,
+        total_steps=t.max_steps,
+        flops_per_token=model.flops_per_token(),
+        sampler="TrainBatches",
+    ):  # resumed: weights, optimizer, scaler, RNG, losses, data position (session.step)
         compiled = torch.compile(model) if t.compile else model  # evaluation runs on each rank alone
         train_model = compiled
         if dist.enabled:
             device_ids = [dist.local_rank] if dist.device.type == "cuda" else None
             train_model = DistributedDataParallel(compiled, device_ids=device_ids)
-        logger = NoLogger()
-        if dist.is_main:
-            config = OmegaConf.to_container(cfg, resolve=True)
-            logger = make_logger(s.logger, recorder.dir, s.run.label, config, wandb_id)
-        recorder.on_exit(logger.finish)
-        progress = Progress(t.max_steps, step, t.progress, enabled=dist.is_main)
-        recorder.on_exit(lambda status: progress.close())
-        say(
-            f"{recorder.dir}\n{s.model.name} ({model.num_params() / 1e6:.2f}M parameters), "
+        session.announce(
+            f"{s.model.name} ({model.num_params() / 1e6:.2f}M parameters), "
             f"{s.optimizer.name} lr {s.optimizer.lr:g}, {t.max_steps} steps of {tokens_per_step:,} tokens "
             f"({dist.world_size} x {accum} x {micro_batch} x {block}), {dist.device} {precision.name}"
-            + (f", resuming at step {step}" if step else "")
         )
 
-        def elapsed() -> float:
-            return elapsed_before + time.perf_counter() - session_start
-
-        def record(values: dict) -> dict:
-            """One line of metrics.jsonl (and of W&B)."""
-            line = {"step": step, "tokens": step * tokens_per_step, "time_s": round(elapsed(), 3), **values}
-            if dist.is_main:
-                recorder.metrics.append(line)
-                logger.log(line)
-            return line
-
-        def summary() -> dict:
-            """result.json's step, metrics, timing and memory."""
-            speed = throughput.summary(model.flops_per_token(), dist.world_size, peak)
-            if speed:
-                speed["samples_per_s"] = speed["tokens_per_s"] / block
-            return dict(
-                step=step,
-                tokens=step * tokens_per_step,
-                metrics=tracker.metrics(),
-                timing={**recorder.result.get("timing", {}), "wall_s": elapsed(), **speed},
-                memory=memory_record(dist.device, optimizer, model.num_params()),
-            )
-
-        def save() -> None:
-            if dist.is_main:
-                state = {
-                    "step": step,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": precision.scaler.state_dict(),
-                    "tracker": tracker.state_dict(),
-                    "rng": rng_state(dist.device),
-                    "data": {"sampler": "TrainBatches", "seed": s.seed, "next_step": step},
-                    "elapsed_s": elapsed(),
-                    "wandb_id": wandb_id,
-                    "run_id": recorder.run_id,
-                }
-                save_checkpoint(recorder.checkpoint_path, state)
-
         # -- the training loop -------------------------------------------------------------------------
-        reset_peak_memory(dist.device)
-        if step == 0:
+        if session.step == 0:
             tracker.add_val(0, evaluate(compiled, val_batches, precision, dist))
-            record({"val_loss": tracker.final["val_loss"]})
-        while step < t.max_steps:
+            session.record({"val_loss": tracker.final["val_loss"]})
+        while session.step < t.max_steps:
+            step = session.step
             lr = schedule.apply(optimizer, step)
-            throughput.start()
+            session.throughput.start()
             loss_sum = torch.zeros((), device=dist.device)
             for micro in range(accum):
                 x, y = to_device(train_batches.get(step, dist.rank * accum + micro), dist.device)
@@ -273,70 +267,27 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
             grad_norm = precision.unscale_and_clip(model, optimizer, t.grad_clip)  # the true gradients
             train_loss = (all_reduce_sum(loss_sum / accum, dist) / dist.world_size).item()
             if reason := divergence(train_loss, t.max_loss):
-                step += 1
-                record({"train_loss": train_loss, "lr": lr})
-                recorder.end("diverged", f"{reason} at step {step}", **summary())
-                progress.write(f"DIVERGED at step {step}: {reason}; status 'diverged' in {recorder.dir}")
+                session.diverge(reason, {"train_loss": train_loss, "lr": lr})
                 break
             precision.scaler.step(optimizer)  # masked optimizers overwrite p.grad: norms come first
             precision.scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            throughput.stop(tokens_per_step)
+            session.advance(tokens_per_step, samples_per_step)
             tracker.add_train(train_loss)
+            step = session.step
 
             # -- this step's record: training stats, evaluation, alpha and mask density ---------------
             values = {}
             if step % t.log_every == 0 or step in eval_points:
-                values.update(
-                    train_loss=tracker.take_train(),
-                    lr=lr,
-                    grad_norm=grad_norm.item(),
-                    tokens_per_s=throughput.window_rate(),
-                    peak_bytes=peak_memory(dist.device)["peak_bytes"],
-                )
+                values.update(session.step_stats(lr, grad_norm))
             if step in eval_points:
                 values["val_loss"] = evaluate(compiled, val_batches, precision, dist)
                 tracker.add_val(step, values["val_loss"], eval_points[step])
-            if t.mask_stats_every and step % t.mask_stats_every == 0:
-                values.update(mask_stats_record(optimizer))
-            progress.step(record(values) if values else None)
-            if "val_loss" in values:
-                recorder.update(**summary())
-            if step == t.max_steps or (t.checkpoint_every and step % t.checkpoint_every == 0):
-                save()
+            session.end_step(values, evaluated=step in eval_points, checkpoint=step == t.max_steps)
         else:
-            recorder.end("completed", None, **summary())
-            if dist.is_main:
-                progress.write(completion_line(recorder))
-        logger.summary({"status": recorder.result.get("status"), **tracker.metrics()["final"]})
-    return recorder.result or None
-
-
-def completion_line(recorder: RunRecorder) -> str:
-    r = recorder.result
-    final, best = r["metrics"]["final"], r["metrics"]["best"]
-    return (
-        f"completed {r['step']} steps: val loss {final.get('val_loss', float('nan')):.4f} "
-        f"(best {best.get('val_loss', float('nan')):.4f} at step {r['metrics']['best_step']}), "
-        f"{r['timing'].get('tokens_per_s') or 0:,.0f} tokens/s; {recorder.dir}/result.json"
-    )
-
-
-@hydra.main(version_base=None, config_path="../configs", config_name="pretrain_gpt")
-def main(cfg: DictConfig) -> None:
-    main_process = os.environ.get("RANK", "0") == "0"
-    try:
-        train(cfg)
-    except STOPS as err:  # a config, device or data problem: one clear line, no traceback
-        if main_process:
-            print(f"pretrain_gpt: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        if main_process:
-            print("pretrain_gpt: interrupted; run the same command again to resume", file=sys.stderr)
-        sys.exit(130)
+            session.complete()
+    return session.result
 
 
 if __name__ == "__main__":
-    main()
+    run_main(train, RECIPE)

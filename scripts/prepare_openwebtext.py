@@ -14,6 +14,7 @@ import os
 import sys
 
 from alphaadam.data.prepare import PrepareError, prepare_openwebtext
+from alphaadam.errors import error_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             force=args.force,
         )
     except PrepareError as err:
-        print(f"prepare_openwebtext: {err}", file=sys.stderr)
+        print(error_line(err, "prepare_openwebtext"), file=sys.stderr)
         return 1
     print(f"{args.out}: {meta['train_tokens']:,} training and {meta['val_tokens']:,} validation tokens")
     return 0

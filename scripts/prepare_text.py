@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from alphaadam.data.prepare import PrepareError, prepare_text_files
+from alphaadam.errors import error_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         meta = prepare_text_files(args.files, args.out, val_fraction=args.val_fraction, force=args.force)
     except PrepareError as err:
-        print(f"prepare_text: {err}", file=sys.stderr)
+        print(error_line(err, "prepare_text"), file=sys.stderr)
         return 1
     print(f"{args.out}: {meta['train_tokens']:,} training and {meta['val_tokens']:,} validation tokens")
     return 0

@@ -25,3 +25,26 @@ def tiny_roberta(tmp_path_factory):
     from tests.glue_helpers import write_tiny_roberta
 
     return write_tiny_roberta(tmp_path_factory.mktemp("tiny_roberta"))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """The embedded corpus as token files, for the GPT recipe's data.dir=."""
+    from alphaadam.data.embedded import ensure_embedded
+
+    path = tmp_path_factory.mktemp("data") / "embedded"
+    ensure_embedded(path)
+    return path
+
+
+@pytest.fixture
+def quick_recipe_runs(monkeypatch):
+    """Recipe runs of a few steps: no kernel compilation, and one thread (faster for models this
+    small, much faster on a busy machine, and the same in child processes for bitwise equality)."""
+    import torch
+
+    monkeypatch.setenv("ALPHAADAM_BACKEND", "eager")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,14 +4,35 @@ import textwrap
 
 TOY_RECIPE = textwrap.dedent(
     """
+    from dataclasses import dataclass, field
     from pathlib import Path
+    from typing import Any
 
     import hydra
 
     from alphaadam.runs import new_result, run_dir_for, write_result
 
+    RECIPE = "toy"
+
+
+    @dataclass
+    class ToySchema:
+        experiment: str = "default"
+        seed: int = 0
+        steps: int = 10
+        log_every: int = 1
+        crash_at_start: bool = False
+        run: dict[str, Any] = field(default_factory=dict)
+        optimizer: dict[str, Any] = field(default_factory=dict)
+        task: Any = None
+
+
+    SCHEMA = ToySchema
+
 
     def train(cfg):
+        if cfg.get("crash_at_start"):  # dies before it writes result.json
+            raise RuntimeError("could not start")
         run_dir = run_dir_for(cfg)
         identity = {"optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "seed": cfg.seed}
         result = new_result("toy", cfg.experiment, run_dir.name, identity, cfg.steps)

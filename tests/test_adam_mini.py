@@ -1,15 +1,13 @@
 """Adam-mini: parity with the official adam-mini 1.1.1 on Llama names, and the partition per family."""
 
-import io
-
 import pytest
 import torch
-from baseline_helpers import TinyGPT, apply_stream, gradient_stream, tiny_gpt2, tiny_llama, tiny_roberta
 
 from alphaadam.optim import build_optimizer
 from alphaadam.optim.adam_mini import AdamMini, block_count
 from alphaadam.optim.families import adam_mini_blocks
 from alphaadam.optim.param_groups import NamedParameters
+from tests.baseline_helpers import TinyGPT, apply_stream, gradient_stream, tiny_gpt2, tiny_llama, tiny_roberta
 
 
 def blocks_by_name(opt) -> dict[str, str]:
@@ -254,25 +252,7 @@ def test_unknown_names_are_an_error_not_a_default():
         AdamMini([torch.nn.Parameter(torch.zeros(3))])
 
 
-def test_resume_and_bf16_state():
-    def fresh():
-        model = TinyGPT(n_layer=1).double()
-        return model, build_optimizer(model, "adam_mini", lr=1e-2, weight_decay=0.1)
-
-    model, opt = fresh()
-    named = list(model.named_parameters())
-    apply_stream(opt, named, 3)
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
-    straight = apply_stream(opt, named, 3, start=3)
-    buf.seek(0)
-    saved = torch.load(buf)
-    model2, opt2 = fresh()
-    model2.load_state_dict(saved["model"])
-    opt2.load_state_dict(saved["opt"])
-    resumed = apply_stream(opt2, list(model2.named_parameters()), 3, start=3)
-    assert all(torch.equal(a[n], b[n]) for a, b in zip(straight, resumed, strict=True) for n in a)
-
+def test_bf16_parameters_keep_fp32_state():
     model = TinyGPT(n_layer=1).to(torch.bfloat16)
     opt = build_optimizer(model, "adam_mini")
     apply_stream(opt, list(model.named_parameters()), 2)

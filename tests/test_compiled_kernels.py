@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from optim_helpers import make_params, max_difference, run, two_groups
 
 from alphaadam.optim import AlphaAdam, AlphaSGD
 from alphaadam.optim.reference import ReferenceAlphaAdam, ReferenceAlphaSGD
+from tests.optim_helpers import make_params, max_difference, run, two_groups
 
 ADAM = dict(betas=(0.9, 0.95), eps=1e-8)
 

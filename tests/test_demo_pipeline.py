@@ -1,15 +1,12 @@
 """`make demo`'s pipeline, shortened: a real inline sweep of the tiny GPT, then collect, table, figures."""
 
-from pathlib import Path
-
 from alphaadam.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
+from alphaadam.paths import CONFIG_DIR, RECIPES_DIR
 
 
 def test_demo_pipeline_end_to_end(tmp_path, capsys):
     runs, out = tmp_path / "runs", tmp_path / "out"
-    dirs = ["--config-dir", str(REPO / "configs"), "--recipes-dir", str(REPO / "recipes")]
+    dirs = ["--config-dir", str(CONFIG_DIR), "--recipes-dir", str(RECIPES_DIR)]
     study = [
         "experiment=demo",
         "launcher=inline",
@@ -25,7 +22,7 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
     assert main(["sweep", *study, *dirs]) == 0  # a second sweep has nothing left to run
     assert "; 0 to run" in capsys.readouterr().out
 
-    spec = ["demo", "--spec-dir", str(REPO / "configs" / "report"), "--runs", str(runs), "--out", str(out)]
+    spec = ["demo", "--spec-dir", str(CONFIG_DIR / "report"), "--runs", str(runs), "--out", str(out)]
     assert main(["collect", "--runs", str(runs), "--out", str(out / "index")]) == 0
     assert main(["tables", *spec]) == 0
     table = (out / "demo.md").read_text()

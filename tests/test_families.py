@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from baseline_helpers import TinyGPT, tiny_llama, tiny_roberta
 
 from alphaadam.optim.families import FAMILIES, attention_head_dim, detect_family, lowrank_targets
 from alphaadam.optim.param_groups import NamedParameters
+from tests.baseline_helpers import TinyGPT, tiny_llama, tiny_roberta
 
 
 def test_detection_from_config_names_and_wrappers():

@@ -8,24 +8,18 @@ import sys
 
 import pytest
 import torch
-from glue_helpers import glue_config, quick_args
 
 import recipes.finetune_glue as recipe
-from alphaadam.runs import read_result, run_dir_for
+from alphaadam.paths import CONFIG_DIR
+from alphaadam.runs import read_result, run_dir_for, variant_hash
 from alphaadam.runs.metrics import MetricsLog
 from alphaadam.sweep.job import Job
 from alphaadam.train.config import ConfigError
+from tests.glue_helpers import glue_config, quick_args
 from tests.pretrain_helpers import REPO
 from tests.run_helpers import interrupt_at, records
 
-
-@pytest.fixture(autouse=True)
-def quick_settings(monkeypatch):
-    monkeypatch.setenv("ALPHAADAM_BACKEND", "eager")  # no kernel compilation for a few steps
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("quick_recipe_runs")
 
 
 def run(tmp_path, tiny_roberta, glue_data, *overrides):
@@ -59,6 +53,7 @@ def test_each_input_kind_writes_its_metrics(tmp_path, tiny_roberta, glue_data, t
         "model": "tiny_roberta",
         "task": task,  # as configs/report/table1_glue.yaml selects it, without the glue/ prefix
         "epochs": 2,
+        "variant": variant_hash(cfg),
     }
     m = result["metrics"]
     assert set(m["best"]) - {"undefined"} == metrics | {"val_loss"}
@@ -234,7 +229,7 @@ def test_the_study_runs_fill_table_1(tmp_path, tiny_roberta, glue_data):
 def table_1_optimizers() -> list[str]:
     from alphaadam.sweep.spec import load_spec
 
-    return list(load_spec(REPO / "configs", "paper/glue_roberta").optimizers)
+    return list(load_spec(CONFIG_DIR, "paper/glue_roberta").optimizers)
 
 
 @pytest.mark.parametrize("optimizer", table_1_optimizers())

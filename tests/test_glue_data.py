@@ -9,7 +9,6 @@ import textwrap
 
 import pytest
 import torch
-from glue_helpers import EVAL_ROWS, MAX_LENGTH, TASKS, TRAIN_ROWS
 
 from alphaadam.data.glue import (
     Collator,
@@ -21,13 +20,16 @@ from alphaadam.data.glue import (
     micro_batches,
     tokenize,
 )
+from alphaadam.errors import ConfigError
 from alphaadam.models.hf import ModelUnavailable, load_classifier, load_tokenizer
-from alphaadam.train.config import ConfigError, FinetuneGlueConfig, compose, validate
+from alphaadam.train.config import compose, validate
+from recipes.finetune_glue import SCHEMA
+from tests.glue_helpers import EVAL_ROWS, MAX_LENGTH, TASKS, TRAIN_ROWS
 from tests.pretrain_helpers import REPO
 
 
 def task(name: str, **changes) -> GlueTask:
-    node = validate(compose("finetune_glue", [f"task=glue/{name}"]), FinetuneGlueConfig).task
+    node = validate(compose("finetune_glue", [f"task=glue/{name}"]), SCHEMA).task
     for key, value in changes.items():
         node[key] = value
     return GlueTask.from_config(node)
@@ -96,8 +98,8 @@ def test_tokenize_truncates_and_checks_labels(glue_data, tiny_roberta):
     stsb = task("stsb")
     regression = tokenize(load_splits(stsb, path=str(glue_data)), tokenizer, stsb, MAX_LENGTH)
     assert isinstance(regression["validation"][0]["labels"], float)
-    with pytest.raises(DataUnavailable, match=r"labels \[2\] are outside 0\.\.1"):
-        tokenize(load_splits(task("mnli"), path=str(glue_data)), tokenizer, task("mnli", num_labels=2), 32)
+    with pytest.raises(DataUnavailable, match=r"the label 2 is outside 0\.\.1 \(task\.num_labels=2\)"):
+        load_splits(task("mnli", num_labels=2), path=str(glue_data))
     with pytest.raises(ConfigError, match="data.max_length=512 exceeds the tokenizer's model_max_length=64"):
         tokenize(load_splits(t, path=str(glue_data)), tokenizer, t, max_length=512)
 
@@ -137,17 +139,93 @@ def test_classifier_loads_from_a_local_directory(tiny_roberta):
     assert regression.config.problem_type == "regression"
     with pytest.raises(ModelUnavailable, match="is not a directory"):
         load_classifier(str(tiny_roberta / "missing"), num_labels=2)
-    with pytest.raises(ModelUnavailable, match="cannot load the tokenizer from"):
+    with pytest.raises(ModelUnavailable, match="cannot load the model config from"):
         load_tokenizer(str(tiny_roberta.parent))  # a directory without model files
+
+
+def test_a_model_directory_without_its_tokenizer_is_refused(tiny_roberta, tmp_path):
+    """transformers would build an empty tokenizer, and the run would train on <unk> to chance."""
+    weights_only = tmp_path / "weights_only"
+    weights_only.mkdir()
+    for f in tiny_roberta.iterdir():
+        if f.name in ("config.json", "model.safetensors"):
+            (weights_only / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(ModelUnavailable, match="has no tokenizer files .*tokenizer.save_pretrained"):
+        load_tokenizer(str(weights_only))
+    config = json.loads((tiny_roberta / "config.json").read_text())
+    other = tmp_path / "other_vocab"
+    other.mkdir()
+    for f in tiny_roberta.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    (other / "config.json").write_text(json.dumps({**config, "vocab_size": 50265}))
+    with pytest.raises(ModelUnavailable, match=r"has \d+ tokens but the model's vocabulary has 50265"):
+        load_tokenizer(str(other))
+
+
+RTE_HEADER = {"sentence1": "a", "sentence2": "b", "idx": 0}
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        (
+            "train.jsonl",
+            [{**RTE_HEADER, "label": 0}, {**RTE_HEADER, "label": 0.5}],
+            r"line 2: the label 0\.5 is not a class index",
+        ),
+        ("train.jsonl", [{**RTE_HEADER, "label": 1, "sentence1": None}], r"line 1: sentence1 is empty"),
+        ("train.jsonl", [{**RTE_HEADER, "label": "yes"}], r"line 1: the label 'yes' is not a number"),
+        (
+            "train.jsonl",
+            '{"sentence1": "a", "sentence2": "b", "label": 0}\n{"sentence1": "a",\n',
+            r"line 2: not a JSON object",
+        ),
+        ("train.csv", "sentence1,sentence2,label\na,b,1\nc,d,\n", r"train\.csv, line 3: the label is empty"),
+        (
+            "train.csv",
+            b"sentence1,sentence2,label\na,b,1\nc\xff,d,0\n",
+            r"train\.csv, line 3: not UTF-8 text",
+        ),
+    ],
+)
+def test_bad_local_rows_are_refused_with_file_and_line(tmp_path, name, content, message):
+    directory = tmp_path / "rte"
+    directory.mkdir()
+    good = [{**RTE_HEADER, "label": 1}]
+    (directory / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good))
+    path = directory / name
+    if isinstance(content, list):
+        path.write_text("".join(json.dumps(r) + "\n" for r in content))
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(DataUnavailable, match=message):
+        load_splits(task("rte"), path=str(tmp_path))
+
+
+def test_a_nan_regression_target_is_a_data_error_not_a_divergence(tmp_path):
+    directory = tmp_path / "stsb"
+    directory.mkdir()
+    row = {"sentence1": "a", "sentence2": "b", "idx": 0}
+    (directory / "train.jsonl").write_text(
+        json.dumps({**row, "label": 2.5}) + "\n" + json.dumps({**row, "label": float("nan")}) + "\n"
+    )
+    (directory / "validation.jsonl").write_text(json.dumps({**row, "label": 1.0}) + "\n")
+    with pytest.raises(
+        DataUnavailable, match=r"train\.jsonl, line 2: the label is nan; label must be a number"
+    ):
+        load_splits(task("stsb"), path=str(tmp_path))
 
 
 OFFLINE_SCRIPT = textwrap.dedent(
     """
     from alphaadam.data.glue import DataUnavailable, GlueTask, load_splits
     from alphaadam.models.hf import ModelUnavailable, load_classifier, load_tokenizer
-    from alphaadam.train.config import FinetuneGlueConfig, compose, validate
+    from alphaadam.train.config import compose, validate
+    from recipes.finetune_glue import SCHEMA
 
-    cfg = validate(compose("finetune_glue", ["task=glue/rte"]), FinetuneGlueConfig)
+    cfg = validate(compose("finetune_glue", ["task=glue/rte"]), SCHEMA)
     try:
         load_splits(GlueTask.from_config(cfg.task), hub_id=cfg.data.hub_id, revision=cfg.data.revision)
     except DataUnavailable as err:
@@ -188,3 +266,13 @@ def test_hub_out_of_reach_gives_the_fix(tmp_path):
         )
         assert "hub is unreachable (HF_HUB_OFFLINE=1 is set): run once with network access" in line
         assert "set model.path=/path/to/roberta-base" in line
+
+
+def test_a_truncated_weights_file_is_named(tiny_roberta, tmp_path):
+    copy = tmp_path / "truncated"
+    copy.mkdir()
+    for f in tiny_roberta.iterdir():
+        data = f.read_bytes()
+        (copy / f.name).write_bytes(data[: len(data) // 2] if f.name == "model.safetensors" else data)
+    with pytest.raises(ModelUnavailable, match="its weights file is truncated or corrupt"):
+        load_classifier(str(copy), num_labels=2)

@@ -1,6 +1,7 @@
 """The pretraining configs: every group option composes and validates, errors name the key."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -9,16 +10,12 @@ import torch
 from omegaconf import OmegaConf
 
 import recipes.pretrain_gpt as recipe
+from alphaadam.errors import ConfigError
 from alphaadam.models.gpt import GPT, GPTConfig
 from alphaadam.optim import available_optimizers
-from alphaadam.train.config import (
-    CONFIG_DIR,
-    ConfigError,
-    build_optimizer_from_config,
-    compose,
-    schema_for,
-    validate,
-)
+from alphaadam.paths import CONFIG_DIR
+from alphaadam.recipe import load_recipe
+from alphaadam.train.config import build_optimizer_from_config, compose, validate
 from alphaadam.train.schedule import LRSchedule
 from tests.pretrain_helpers import REPO
 
@@ -63,7 +60,7 @@ def recipes_of(override: str) -> list[str]:
 def test_every_group_option_composes_validates_and_spells_out_every_key(override):
     for recipe_name in recipes_of(override):
         cfg = compose(recipe_name, [override])
-        typed = validate(cfg, schema_for(recipe_name))
+        typed = validate(cfg, load_recipe(recipe_name).schema)
         # The YAML names every key of the schema: the run directory's hash, computed from the composed
         # config by anyone who composes it (sweeps), covers every setting.
         composed = OmegaConf.to_container(cfg, resolve=True)
@@ -77,7 +74,7 @@ def test_optimizer_files_name_registry_entries_and_build():
     for name in names:
         cfg = compose("pretrain_gpt", [f"optimizer={name}"])
         assert cfg.optimizer.name == name and name in available_optimizers()
-        optimizer = build_optimizer_from_config(model, validate(cfg).optimizer)
+        optimizer = build_optimizer_from_config(model, validate(cfg, recipe.SCHEMA).optimizer)
         assert optimizer.param_groups[0]["lr"] == cfg.model.lr
         if "betas" in cfg.optimizer:
             assert tuple(optimizer.param_groups[0]["betas"]) == (0.9, 0.95)  # the recipe's adam_betas
@@ -94,7 +91,8 @@ def test_paper_experiments_use_table5_and_the_command_line_wins():
     table3 = compose("pretrain_gpt", ["experiment=paper/ablation_gpt2"])
     assert (table3.model.name, table3.trainer.max_steps) == ("gpt2_125m", 10000)
     assert list(table3.trainer.eval_at_fractions) == [0.2, 0.4, 0.6, 1.0]
-    assert recipe.accumulation_steps(validate(table3), world_size=8) == 5  # 491520 tokens per step
+    settings = validate(table3, recipe.SCHEMA)
+    assert recipe.accumulation_steps(settings, world_size=8) == 5  # 491520 tokens per step
 
 
 @pytest.mark.parametrize(
@@ -109,19 +107,29 @@ def test_paper_experiments_use_table5_and_the_command_line_wins():
         (["+optimizer.momentum=0.9"], "optimizer.momentum"),
         (["optimizer.name=adamx"], "unknown optimizer 'adamx'"),
         (["model.n_layer=???"], "model.n_layer"),
+        (["scheduler.min_lr_ratio=-1"], "scheduler.min_lr_ratio=-1.0 must be in [0, 1]"),
+        (["scheduler.warmup_fraction=1.5"], "scheduler.warmup_fraction=1.5 must be in [0, 1)"),
+        (["trainer.eval_at_fractions=[0.5,1.2]"], "trainer.eval_at_fractions=[0.5, 1.2] must be in (0, 1]"),
+        (["trainer.max_loss=0"], "trainer.max_loss=0.0 must be greater than 0"),
+        (["model.dropout=1.0"], "model.dropout=1.0 must be in [0, 1)"),
+        (["adam_betas=[0.9,1.0]"], "adam_betas=[0.9, 1.0] must be in [0, 1)"),
+        (["optimizer.lr=-0.001"], "optimizer.lr=-0.001 must be greater than 0"),
+        (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1 must be at least 0"),
+        (["optimizer.eps=0"], "optimizer.eps=0 must be greater than 0"),
+        (["optimizer=galore", "optimizer.rank=0"], "optimizer.rank=0 must be at least 1"),
     ],
 )
 def test_config_errors_name_the_key(overrides, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("?", r"\?")):
-        validate(compose("pretrain_gpt", overrides))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(compose("pretrain_gpt", overrides), recipe.SCHEMA)
 
 
 def test_bad_optimizer_values_and_shapes_are_reported_at_start_up(tmp_path):
     cfg = compose("pretrain_gpt", [f"run.root={tmp_path}", "optimizer.betas=[0.9]"])
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=32))
     with pytest.raises(ConfigError, match="optimizer 'adamw' rejected its settings.*betas=\\[0.9\\]"):
-        build_optimizer_from_config(model, validate(cfg).optimizer)
-    bad_accumulation = validate(compose("pretrain_gpt", ["trainer.tokens_per_step=1000"]))
+        build_optimizer_from_config(model, validate(cfg, recipe.SCHEMA).optimizer)
+    bad_accumulation = validate(compose("pretrain_gpt", ["trainer.tokens_per_step=1000"]), recipe.SCHEMA)
     with pytest.raises(ConfigError, match="trainer.tokens_per_step=1000 is not a multiple"):
         recipe.accumulation_steps(bad_accumulation, world_size=1)
 
@@ -179,7 +187,7 @@ def test_make_targets_check_first_then_sweep_then_report(tmp_path):
     )
     lines = [line for line in run.stdout.splitlines() if not line.startswith("make[")]  # nested make
     assert lines[0].endswith(
-        "-m alphaadam.train.preflight pretrain_gpt experiment=paper/gpt2_pretrain model=gpt2_355m"
+        "-m alphaadam.preflight pretrain_gpt experiment=paper/gpt2_pretrain model=gpt2_355m"
     )
     assert lines[1].endswith("alphaadam sweep experiment=paper/gpt2_pretrain model=gpt2_355m --dry-run")
     assert "tables figures" in lines[2]
@@ -193,7 +201,7 @@ def test_preflight_stops_without_a_gpu_or_data():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def preflight(*overrides):
-        cmd = [sys.executable, "-m", "alphaadam.train.preflight", "pretrain_gpt", *overrides]
+        cmd = [sys.executable, "-m", "alphaadam.preflight", "pretrain_gpt", *overrides]
         return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
 
     if not torch.cuda.is_available():
@@ -203,3 +211,15 @@ def test_preflight_stops_without_a_gpu_or_data():
     assert run.returncode == 2 and "scripts/prepare_openwebtext.py --out /nonexistent/owt" in run.stderr
     run = preflight("model=gpt2_999m")
     assert run.returncode == 2 and "gpt2_355m" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "recipe_name, overrides, fitting",
+    [
+        ("pretrain_gpt", ["model=roberta_base"], "gpt2_125m, gpt2_355m, gpt2_770m, tiny"),
+        ("finetune_glue", ["model=tiny"], "roberta_base"),
+    ],
+)
+def test_a_group_option_of_another_recipe_is_named(recipe_name, overrides, fitting):
+    with pytest.raises(ConfigError, match=rf"model chosen is for another recipe; choose one of: {fitting}$"):
+        validate(compose(recipe_name, overrides), load_recipe(recipe_name).schema)

@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from alphaadam.models.gpt import GPT, PRESETS, GPTConfig
-from tests.pretrain_helpers import REPO
+from alphaadam.paths import CONFIG_DIR
 
 
 def preset_config(name: str) -> GPTConfig:
@@ -37,7 +37,7 @@ def test_presets_match_table5_and_their_parameter_counts(name, size_m, lr, batch
 
 def test_model_yaml_files_mirror_the_presets():
     for name, preset in PRESETS.items():
-        node = yaml.safe_load((REPO / "configs" / "model" / f"{name}.yaml").read_text())
+        node = yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text())
         assert node["name"] == name
         assert {k: node[k] for k in preset} == preset
         assert (node["block_size"], node["vocab_size"], node["dropout"], node["bias"]) == (

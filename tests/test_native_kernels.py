@@ -3,10 +3,10 @@ and what happens without a C compiler. (test_alphaadam.py runs every identity th
 
 import pytest
 import torch
-from optim_helpers import make_params, max_difference, run, two_groups
 
 from alphaadam.optim import AlphaAdam, AlphaSGD, kernels, native
 from alphaadam.optim.reference import ReferenceAlphaAdam, ReferenceAlphaSGD
+from tests.optim_helpers import make_params, max_difference, run, two_groups
 
 ADAM = dict(betas=(0.9, 0.95), eps=1e-8)
 # Larger than several of the kernel's 65536-element blocks, so that they run in parallel and a

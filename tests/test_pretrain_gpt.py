@@ -10,35 +10,24 @@ import time
 
 import pytest
 import torch
+import yaml
 
 import recipes.pretrain_gpt as recipe
-from alphaadam.data.embedded import ensure_embedded
 from alphaadam.data.tokens import DataMissing
 from alphaadam.models.gpt import GPT
-from alphaadam.runs import read_result, run_dir_for
+from alphaadam.report.collect import collect
+from alphaadam.report.select import configurations, select_cell
+from alphaadam.report.spec import parse_spec
+from alphaadam.report.tables import build_table, to_markdown
+from alphaadam.runs import read_result, run_dir_for, variant_hash
+from alphaadam.runs.loggers import wandb_run_id
 from alphaadam.runs.metrics import MetricsLog
 from alphaadam.sweep.job import Job
 from alphaadam.train.config import compose
 from tests.pretrain_helpers import REPO, gpt_config, quick_args
 from tests.run_helpers import interrupt_at, records
 
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "embedded"
-    ensure_embedded(path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def quick_settings(monkeypatch):
-    # Compiling the masked optimizers' kernels costs more than these few-step runs take, and one
-    # thread is faster than two for a model this small (and much faster on a busy machine).
-    monkeypatch.setenv("ALPHAADAM_BACKEND", "eager")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("quick_recipe_runs")
 
 
 def subprocess_env(**extra) -> dict:
@@ -99,6 +88,7 @@ def test_loss_decreases_and_the_run_directory_is_complete(tmp_path, data_dir):
         "model": "tiny",
         "task": "embedded",
         "steps": 60,
+        "variant": variant_hash(cfg),
     }
     metrics = result["metrics"]
     assert metrics["final"]["val_loss"] == val[-1] and metrics["best"]["val_loss"] == min(val)
@@ -238,9 +228,10 @@ def test_wandb_offline_run_has_a_deterministic_id_and_is_resumed(tmp_path, data_
     assert recipe.train(cfg)["status"] == "completed"
     run_dir = run_dir_for(cfg)
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    assert checkpoint["wandb_id"] == recipe.wandb_run_id("pretrain_gpt", run_dir)
+    assert checkpoint["wandb_id"] == wandb_run_id("pretrain_gpt", run_dir)
     sessions = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(sessions) == 2 and all(s.name.endswith(checkpoint["wandb_id"]) for s in sessions)
+    # offline-run-<time>-<id>, with "-1" after it when both sessions started in the same second
+    assert len(sessions) == 2 and all(f"-{checkpoint['wandb_id']}" in s.name for s in sessions)
 
 
 def test_bfloat16_autocast_on_cpu(tmp_path, data_dir):
@@ -288,3 +279,51 @@ def test_missing_data_stops_with_the_command_that_prepares_it(tmp_path):
     with pytest.raises(DataMissing, match=f"python scripts/prepare_openwebtext.py --out {tmp_path / 'owt'}"):
         recipe.train(cfg)
     assert not any(tmp_path.iterdir())
+
+
+VARIANTS_SPEC = """
+title: Variants
+runs: {recipe: pretrain_gpt}
+rows: {key: optimizer, items: [{value: alphaadam, label: AlphaAdam}]}
+columns: [{label: Final, metric: metrics.final.val_loss}]
+values: {higher_is_better: false}
+"""
+
+
+def test_runs_differing_only_in_compensation_are_different_table_configurations(tmp_path, data_dir):
+    """Configurations never merge: the hand-picked identity fields cannot tell these runs apart, the
+    variant can; seeds of one configuration are still averaged."""
+    root = tmp_path / "runs"
+    common = ("optimizer=alphaadam", "trainer.max_steps=3", "trainer.eval_every=3")
+    variants = {
+        "norm_ratio s0": ("seed=0",),
+        "norm_ratio s1": ("seed=1",),
+        "cautious_mean s0": ("seed=0", "optimizer.compensation=cautious_mean"),
+    }
+    results = {}
+    for name, overrides in variants.items():
+        results[name] = recipe.train(gpt_config(root, data_dir, *common, *overrides))
+    identities = {name: r["identity"] for name, r in results.items()}
+    # The hand-picked fields cannot tell the compensations apart; the variant does, and ignores the seed.
+    plain = {
+        name: {k: v for k, v in i.items() if k not in ("seed", "variant")} for name, i in identities.items()
+    }
+    assert plain["norm_ratio s0"] == plain["cautious_mean s0"]
+    assert identities["norm_ratio s0"]["variant"] == identities["norm_ratio s1"]["variant"]
+    assert identities["norm_ratio s0"]["variant"] != identities["cautious_mean s0"]["variant"]
+    cfg = gpt_config(root, data_dir, *common, "seed=0")
+    assert identities["norm_ratio s0"]["variant"] == variant_hash(cfg)
+
+    df = collect([root], log=None)
+    spec = parse_spec(yaml.safe_load(VARIANTS_SPEC), default_name="variants")
+    configs = configurations(df, spec, "metrics.final.val_loss")
+    assert sorted(configs["n"]) == [1, 2]  # two seeds of one, one seed of the other: never three
+    row, column = spec.rows[0], spec.columns[0]
+    cell = select_cell(df, spec, row, column)
+    assert cell.variants == 2 and cell.config["variant"] in {i["variant"] for i in identities.values()}
+    assert "best of 2 variants" in to_markdown(build_table(df, spec))
+
+    # A result.json written before ``variant`` existed is read as before: grouped by its other fields.
+    old = df.drop(columns=["identity.variant"])
+    assert list(configurations(old, spec, "metrics.final.val_loss")["n"]) == [3]
+    assert select_cell(old, spec, row, column).variants == 0

@@ -15,7 +15,7 @@ def preflight(*args):
         [
             sys.executable,
             "-m",
-            "alphaadam.train.preflight",
+            "alphaadam.preflight",
             "--sweep",
             "experiment=paper/glue_roberta",
             *args,
@@ -42,7 +42,7 @@ def test_make_target_checks_then_sweeps_then_reports(tmp_path):
         return [line.rstrip() for line in run.stdout.splitlines()]
 
     lines = commands()
-    assert lines[0].endswith("-m alphaadam.train.preflight --sweep experiment=paper/glue_roberta")
+    assert lines[0].endswith("-m alphaadam.preflight --sweep experiment=paper/glue_roberta")
     assert lines[1].endswith("alphaadam sweep experiment=paper/glue_roberta")
     assert "tables figures" in lines[2]
     lines = commands("DRY_RUN=1", "SWEEP=sweep.seeds=[0]")

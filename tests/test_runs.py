@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from alphaadam.runs import MetricsLog, read_result, run_dir_for, write_json, write_result
-from alphaadam.runs.lock import RunLock, is_live
+from alphaadam.runs.lock import RunLock, RunLocked, is_live
 
 
 def cfg(**over):
@@ -66,6 +66,6 @@ def test_run_lock_marks_a_live_run(tmp_path):
     assert not is_live(tmp_path)
     with RunLock(tmp_path):
         assert is_live(tmp_path)
-        with pytest.raises(RuntimeError, match="another process"):
+        with pytest.raises(RunLocked, match=rf"trained by process {os.getpid()} on .*run.lock"):
             RunLock(tmp_path).acquire()
     assert not is_live(tmp_path)

@@ -1,11 +1,13 @@
 """`alphaadam sweep` and `alphaadam status` end to end on a toy recipe."""
 
+import json
 import os
 
 import pytest
-from sweep_tree import make_tree
 
 from alphaadam.cli import main
+from alphaadam.runs.lock import RunLock
+from tests.sweep_tree import make_tree
 
 
 @pytest.fixture
@@ -15,8 +17,12 @@ def tree(tmp_path, monkeypatch):
     return tree
 
 
+# The toy tree's own folders (the defaults are the repository's configs/ and recipes/).
+DIRS = ["--config-dir", "configs", "--recipes-dir", "recipes"]
+
+
 def sweep(*tokens):
-    return main(["sweep", "experiment=study", *tokens])
+    return main(["sweep", *DIRS, "experiment=study", *tokens])
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tree, capsys):
@@ -45,7 +51,7 @@ def test_inline_sweep_runs_skips_and_reruns_failures(tree, capsys):
     )
     assert "; 1 to run" in capsys.readouterr().out
 
-    assert main(["status", "experiment=study", "sweep.tasks=null", "sweep.seeds=[0]"]) == 0
+    assert main(["status", *DIRS, "experiment=study", "sweep.tasks=null", "sweep.seeds=[0]"]) == 0
     assert "study study: 4 completed, 1 failed" in capsys.readouterr().out
 
 
@@ -72,4 +78,84 @@ def test_bad_requests_are_one_line_errors(tree, capsys):
     assert "launcher gpu_pool has no option gpus" in capsys.readouterr().err
     os.chdir(tree / "recipes")
     assert sweep() == 2
-    assert "run from the repository root" in capsys.readouterr().err
+    assert "no config directory configs: pass --config-dir" in capsys.readouterr().err
+
+
+def small(*tokens):
+    return sweep("sweep.tasks=null", "sweep.seeds=[0]", "sweep.gpus_per_job=0", *tokens)
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"status": "exploded"}'])
+def test_status_and_dry_run_survive_a_bad_result_file(tree, capsys, content):
+    assert small("launcher=inline") == 1
+    capsys.readouterr()
+    bad = next((tree / "runs" / "study").iterdir()) / "result.json"
+    bad.write_text(content)
+    assert main(["status", *DIRS, "experiment=study", "sweep.tasks=null", "sweep.seeds=[0]"]) == 0
+    out = capsys.readouterr().out
+    assert "study study: 3 completed, 1 failed, 1 unreadable" in out
+    assert f"unreadable: {bad}" in out
+    assert small("--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "1 unreadable" in out and f"unreadable: {bad} (restore it, or delete" in out
+
+
+def test_a_job_that_never_started_is_recorded_failed_and_rerun_by_only_failed(tree, capsys):
+    crash = ("sweep.optimizers=[adamw]", "+crash_at_start=true")
+    assert small(*crash) == 1
+    capsys.readouterr()
+    assert main(["status", *DIRS, "experiment=study", "sweep.tasks=null", "sweep.seeds=[0]", *crash]) == 0
+    assert "study study: 2 failed" in capsys.readouterr().out
+    result = json.loads(next((tree / "runs" / "study").iterdir()).joinpath("result.json").read_text())
+    assert result["status"] == "failed"
+    assert result["error"] == "did not start: RuntimeError: could not start"
+    assert small(*crash, "--only-failed", "--dry-run") == 0
+    assert "; 2 to run" in capsys.readouterr().out
+
+
+def test_a_run_taken_by_another_sweep_is_left_to_it(tree, capsys):
+    jobs_dir = tree / "runs" / "study"
+    assert small("sweep.optimizers=[adamw]", "--dry-run") == 0
+    capsys.readouterr()
+    from alphaadam.sweep.cli import plan_study
+
+    class Args:
+        tokens = ["experiment=study", "sweep.tasks=null", "sweep.seeds=[0]", "sweep.optimizers=[adamw]"]
+        config_dir, recipes_dir = "configs", "recipes"  # the toy tree's
+
+    _, _, jobs = plan_study(Args)
+    with RunLock(jobs[0].run_dir):  # a second sweep is training this one
+        assert small("sweep.optimizers=[adamw]") == 0
+    err = capsys.readouterr().err
+    assert "1 failed" not in err and "1 run by another process" in err
+    assert sorted(p.name for p in jobs_dir.iterdir() if (p / "result.json").exists()) == [jobs[1].name]
+
+
+def test_status_into_a_closed_pipe_is_quiet(tree):
+    import subprocess
+    import sys
+
+    cmd = f"{sys.executable} -m alphaadam.cli status {' '.join(DIRS)} experiment=study | head -1"
+    out = subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=tree, timeout=120)
+    assert out.stdout.startswith("study study: ")
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr
+
+
+def test_ctrl_c_of_a_sweep_says_how_to_resume(tree, capsys, monkeypatch):
+    import alphaadam.sweep.cli as sweep_cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_cli, "launch", interrupted)
+    assert small() == 130
+    err = capsys.readouterr().err
+    assert "alphaadam sweep: interrupted; run the same command again to resume" in err
+    assert "Traceback" not in err
+
+
+def test_an_invalid_job_stops_the_sweep_before_any_job_starts(tree, capsys):
+    assert small("sweep.lr={default: [1.0e-4, -1.0e-3]}", "sweep.optimizers=[adamw]") == 2
+    err = capsys.readouterr().err
+    assert "optimizer.lr=-0.001 must be greater than 0" in err and "optimizer.lr=-0.001" in err
+    assert len(err.strip().splitlines()) == 1 and not (tree / "runs").exists()

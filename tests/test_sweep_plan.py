@@ -5,7 +5,6 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from sweep_tree import make_tree
 
 from alphaadam.runs.lock import RunLock
 from alphaadam.sweep.plan import (
@@ -18,6 +17,7 @@ from alphaadam.sweep.plan import (
     summary,
 )
 from alphaadam.sweep.spec import load_spec
+from tests.sweep_tree import make_tree
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_statuses_and_what_a_sweep_launches(tree):
     [
         (dict(lrs=[1.0]), "unknown key.*lrs"),
         (dict(lr={"alphaadam": [1e-3]}), "no lr grid for 'adamw'"),
-        (dict(recipe="nope"), "recipe script .*nope.py does not exist"),
+        (dict(recipe="nope"), "no recipe 'nope': .*nope.py does not exist"),
     ],
 )
 def test_bad_specs_say_what_is_wrong(tree, updates, message):

@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
-from baseline_helpers import tiny_gpt2, tiny_llama, tiny_roberta
 
 from alphaadam.optim import available_optimizers, build_optimizer
+from tests.baseline_helpers import tiny_gpt2, tiny_llama, tiny_roberta
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")

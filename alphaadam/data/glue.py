@@ -22,6 +22,8 @@ state: the step says where it is.
 
 from __future__ import annotations
 
+import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,9 +31,9 @@ from pathlib import Path
 
 import torch
 
+from alphaadam.errors import ConfigError, UserError
 from alphaadam.evals.glue_metrics import CLASSIFICATION_METRICS, METRICS, REGRESSION_METRICS
 from alphaadam.hub import cause, offline_flags
-from alphaadam.train.config import ConfigError
 
 HUB_ID = "nyu-mll/glue"
 # The hub repository's commit with the parquet files (nyu-mll/glue has no loading script since its
@@ -40,7 +42,7 @@ REVISION = "bcdcba79d07bc864c1c254ccfcedcce55bcc9a8c"
 LOCAL_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv", ".tsv")
 
 
-class DataUnavailable(RuntimeError):
+class DataUnavailable(UserError, RuntimeError):
     """A GLUE task's data cannot be loaded (no network and no cache, or missing local files); the
     message says how to get it."""
 
@@ -123,17 +125,53 @@ def _local_file(directory: Path, split: str) -> Path | None:
     return shards[0] if len(shards) == 1 else None
 
 
-def _read_local(path: Path):
+def _decoded(path: Path) -> str:
+    """The file's text; bytes that are not UTF-8 are an error naming the line they are on."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataUnavailable(
+            f"{path}, line {line}: not UTF-8 text ({err.reason} at byte {err.start}); save the file as UTF-8"
+        ) from None
+
+
+def _json_lines(path: Path) -> list[dict]:
+    rows = []
+    for number, line in enumerate(_decoded(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataUnavailable(f"{path}, line {number}: not a JSON object ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise DataUnavailable(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def _read_local(path: Path, task: GlueTask):
+    """The file as a Dataset, its rows checked first (errors name the file and line)."""
     import pandas as pd
     from datasets import Dataset
 
     if path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
+        frame, where = pd.read_parquet(path), row_namer(path, "row", 0)
     elif path.suffix in (".jsonl", ".json"):
-        frame = pd.read_json(path, lines=True)
+        frame, where = pd.DataFrame.from_records(_json_lines(path)), row_namer(path, "line", 1)
     else:
-        frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", keep_default_na=False)
+        text = io.StringIO(_decoded(path))
+        frame = pd.read_csv(text, sep="\t" if path.suffix == ".tsv" else ",", keep_default_na=False)
+        where = row_namer(path, "line", 2)  # after the header
+    check_rows({c: list(frame[c]) for c in frame.columns}, task, where, path)
     return Dataset.from_pandas(frame, preserve_index=False)
+
+
+def row_namer(source, unit: str, first: int):
+    """``where(i)``: how an error names the i-th row of ``source`` (a file line, a split's row)."""
+    return lambda i: f"{source}, {unit} {i + first}"
 
 
 def _load_local(root: Path, task: GlueTask) -> dict:
@@ -149,10 +187,13 @@ def _load_local(root: Path, task: GlueTask) -> dict:
                 raise DataUnavailable(
                     f"{base} (save_to_disk) has no split {', '.join(missing)}; it has {', '.join(saved)}"
                 )
-            return {s: saved[s] for s in task.splits}
+            for split in task.splits:
+                name = f"{base}, split {split!r}"
+                check_rows(saved[split].to_dict(), task, row_namer(name, "row", 0), name)
+            return {split: saved[split] for split in task.splits}
         files = {split: _local_file(base, split) for split in task.splits}
         if all(files.values()):
-            return {split: _read_local(path) for split, path in files.items()}
+            return {split: _read_local(path, task) for split, path in files.items()}
     wanted = ", ".join(f"{s}.{{parquet,jsonl,csv,tsv}}" for s in task.splits)
     raise DataUnavailable(
         f"data.path={root}: no files for GLUE task {task.name!r}; expected {wanted} in "
@@ -171,12 +212,15 @@ def _load_hub(task: GlueTask, hub_id: str, revision: str | None) -> dict:
             f"GLUE task {task.name!r}: {hub_id} (configuration {task.hub_config!r}, revision "
             f"{revision or 'main'}) is not in the datasets cache and the hub is unreachable{why}. "
             "Run once with network access to cache it (a few MB per task; HF_DATASETS_OFFLINE and "
-            f"HF_HUB_OFFLINE unset), or set data.path=DIR with local files (README, GLUE). "
+            f"HF_HUB_OFFLINE unset), or set data.path=DIR with local files (docs/recipes/glue.md). "
             f"Cause: {cause(err)}"
         ) from None
     missing = [s for s in task.splits if s not in loaded]
     if missing:
         raise DataUnavailable(f"{hub_id}/{task.hub_config} has no split {', '.join(missing)}")
+    for split in task.splits:  # hub data are clean; this names a task config's wrong column
+        name = f"{hub_id}/{task.hub_config}, split {split!r}"
+        check_rows(loaded[split].to_dict(), task, row_namer(name, "row", 0), name)
     return {s: loaded[s] for s in task.splits}
 
 
@@ -191,20 +235,59 @@ def load_splits(
 ) -> dict:
     """The task's training and evaluation splits as ``datasets.Dataset`` objects, by split name."""
     splits = _load_local(Path(path).expanduser(), task) if path else _load_hub(task, hub_id, revision)
-    needed = [*task.text_columns, task.label_column]
     for split, data in splits.items():
-        missing = [c for c in needed if c not in data.column_names]
-        if missing:
-            raise DataUnavailable(
-                f"GLUE task {task.name!r}, split {split!r}: no column {', '.join(missing)} "
-                f"(columns: {', '.join(data.column_names)})"
-            )
         if len(data) == 0:
             raise DataUnavailable(f"GLUE task {task.name!r}, split {split!r} is empty")
         limit = max_train_samples if split == task.train_split else max_eval_samples
         if limit is not None and limit < len(data):
             splits[split] = data.select(range(limit))
     return splits
+
+
+def _bad_label(value, task: GlueTask) -> str | None:
+    """Why ``value`` cannot be a label of ``task`` (None when it can)."""
+    if isinstance(value, str):  # CSV/TSV cells are text
+        if not value.strip():
+            return "the label is empty"
+        try:
+            value = float(value)
+        except ValueError:
+            return f"the label {value!r} is not a number"
+    if value is None:
+        return "the label is empty"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"the label {value!r} is not a number"
+    if not math.isfinite(value):
+        return f"the label is {value}"
+    if task.regression:
+        return None
+    if value != int(value):
+        return f"the label {value!r} is not a class index (a whole number)"
+    if not 0 <= value < task.num_labels:
+        return f"the label {value!r} is outside 0..{task.num_labels - 1} (task.num_labels={task.num_labels})"
+    return None
+
+
+def check_rows(data: dict[str, list], task: GlueTask, where, source) -> None:
+    """Local data (columns by name) fit the task: its columns exist, every text is a string and
+    every label fits, so that nothing is silently cast (a fractional label truncated, a null text
+    read as "None", a NaN target ending a run as diverged). ``where(i)`` names row ``i``."""
+    missing = [c for c in (*task.text_columns, task.label_column) if c not in data]
+    if missing:
+        raise DataUnavailable(
+            f"{source}: no column {', '.join(missing)} for GLUE task {task.name!r} "
+            f"(columns: {', '.join(data)})"
+        )
+    for column in task.text_columns:
+        for i, text in enumerate(data[column]):
+            if not isinstance(text, str):
+                shown = "empty" if text is None or text != text else f"{text!r}, not text"
+                raise DataUnavailable(f"{where(i)}: {column} is {shown}; every row needs its text")
+    for i, label in enumerate(data[task.label_column]):
+        why = _bad_label(label, task)
+        if why:
+            kind = "a number" if task.regression else f"a class index in 0..{task.num_labels - 1}"
+            raise DataUnavailable(f"{where(i)}: {why}; {task.label_column} must be {kind}")
 
 
 def load_configured(task: GlueTask, data) -> dict:
@@ -230,23 +313,16 @@ def tokenize(splits: dict, tokenizer, task: GlueTask, max_length: int) -> dict:
         raise ConfigError(f"data.max_length={max_length} exceeds the tokenizer's model_max_length={limit}")
     columns, label = task.text_columns, task.label_column
 
-    def encode(batch):
-        texts = [[str(t) for t in batch[c]] for c in columns]
+    def encode(batch):  # load_splits has checked the texts and labels (check_rows)
+        texts = [batch[c] for c in columns]
         encoded = dict(tokenizer(*texts, truncation=True, max_length=max_length))
-        cast = float if task.regression else int
+        # float() first: CSV labels are text; check_rows has made sure a class index is whole.
+        cast = float if task.regression else (lambda y: int(float(y)))
         encoded["labels"] = [cast(y) for y in batch[label]]
         return encoded
 
     out = {}
     for split, data in splits.items():
-        if not task.regression:
-            labels = data[label]
-            bad = sorted({int(y) for y in labels if not 0 <= int(y) < task.num_labels})
-            if bad:
-                raise DataUnavailable(
-                    f"GLUE task {task.name!r}, split {split!r}: labels {bad[:5]} are outside "
-                    f"0..{task.num_labels - 1} (task.num_labels={task.num_labels})"
-                )
         out[split] = data.map(
             encode, batched=True, remove_columns=data.column_names, desc=f"tokenizing {task.name}/{split}"
         )
@@ -293,9 +369,6 @@ class TrainBatches:
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.steps_per_epoch = math.ceil(n / batch_size)
         self._epoch, self._order = None, None
-
-    def epoch_of(self, step: int) -> int:
-        return step // self.steps_per_epoch
 
     def indices(self, step: int) -> list[int]:
         epoch, position = divmod(step, self.steps_per_epoch)

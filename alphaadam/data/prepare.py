@@ -17,13 +17,14 @@ from tqdm.auto import tqdm
 
 from alphaadam.data.tokenizer import gpt2_encoding
 from alphaadam.data.tokens import DTYPE, META_FILE, SPLITS, read_meta
+from alphaadam.errors import UserError
 from alphaadam.hub import cause
 from alphaadam.runs.files import write_json
 
 OPENWEBTEXT = "Skylion007/openwebtext"
 
 
-class PrepareError(RuntimeError):
+class PrepareError(UserError, RuntimeError):
     """Preparation cannot proceed (no network, no input); the message says what to do."""
 
 

@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alphaadam.errors import UserError
+
 META_FILE = "meta.json"
 SPLITS = ("train", "val")
 DTYPE = np.uint16
 
 
-class DataMissing(RuntimeError):
+class DataMissing(UserError, RuntimeError):
     """A data directory is not prepared; the message names the command that prepares it."""
 
 
@@ -49,7 +51,7 @@ class TokenData:
     def open(cls, data_dir: Path | str, prepare_hint: str = "") -> TokenData:
         data_dir = Path(data_dir)
         if not is_prepared(data_dir):
-            hint = f"\nPrepare it with:\n  {prepare_hint}" if prepare_hint else ""
+            hint = f"; prepare it with: {prepare_hint}" if prepare_hint else ""
             raise DataMissing(
                 f"no prepared token data in {data_dir} (train.bin, val.bin and meta.json){hint}"
             )

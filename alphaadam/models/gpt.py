@@ -8,7 +8,7 @@ head, and GPT-2's initialisation (N(0, 0.02), residual projections scaled by 1/s
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -136,6 +136,3 @@ class GPT(nn.Module):
         c = self.config
         T = seq_len or c.block_size
         return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.n_embd * T
-
-    def describe(self) -> dict:
-        return {**asdict(self.config), "params": self.num_params()}

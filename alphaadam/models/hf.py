@@ -14,12 +14,16 @@ from pathlib import Path
 
 import torch
 
+from alphaadam.errors import UserError
 from alphaadam.hub import cause, offline_flags
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+# What save_pretrained writes for the tokenizer families we load: a fast tokenizer, BPE files,
+# WordPiece or SentencePiece vocabularies. Without one, transformers 5 builds an empty tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(UserError, RuntimeError):
     """A model or tokenizer cannot be loaded; the message says how to make it available."""
 
 
@@ -39,10 +43,18 @@ def _load(what: str, path: str, revision: str | None, load):
             "save_pretrained writes for the model and its tokenizer (config.json, the weights, "
             "tokenizer files)."
         )
+    from safetensors import SafetensorError
+
     try:
         return load()
-    except (OSError, ValueError) as err:  # hub unreachable, offline and not cached, bad id, bad files
+    # hub unreachable, offline and not cached, bad id, bad files, a truncated weights file
+    except (OSError, ValueError, SafetensorError) as err:
         if is_local(path):
+            if isinstance(err, SafetensorError):
+                raise ModelUnavailable(
+                    f"cannot load the {what} from {path}: its weights file is truncated or corrupt "
+                    f"({cause(err)}); copy or download it again"
+                ) from None
             raise ModelUnavailable(
                 f"cannot load the {what} from {path}: {cause(err)}. The directory needs what "
                 "save_pretrained writes for the model and its tokenizer (config.json, the weights, "
@@ -58,9 +70,27 @@ def _load(what: str, path: str, revision: str | None, load):
 
 
 def load_tokenizer(path: str, revision: str | None = None):
+    """The model's tokenizer, checked against the model's vocabulary: a tokenizer of another model,
+    or none at all, would turn every text into unknown tokens and train to chance without an error."""
     from transformers import AutoTokenizer
 
-    return _load("tokenizer", path, revision, lambda: AutoTokenizer.from_pretrained(path, revision=revision))
+    vocab_size = getattr(load_config(path, revision), "vocab_size", None)
+    local = Path(path).expanduser()
+    if is_local(path) and not any((local / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelUnavailable(
+            f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): save the model's tokenizer "
+            "there too (tokenizer.save_pretrained(DIR)) or copy its files from the hub repository"
+        )
+    tokenizer = _load(
+        "tokenizer", path, revision, lambda: AutoTokenizer.from_pretrained(path, revision=revision)
+    )
+    # Models pad their embeddings (e.g. to a multiple of 64), so the tokenizer may be somewhat smaller.
+    if vocab_size and not vocab_size / 2 <= len(tokenizer) <= vocab_size:
+        raise ModelUnavailable(
+            f"the tokenizer in {path} has {len(tokenizer)} tokens but the model's vocabulary has "
+            f"{vocab_size}: the tokenizer files belong to another model or are incomplete"
+        )
+    return tokenizer
 
 
 def load_config(path: str, revision: str | None = None):
@@ -113,6 +143,5 @@ def load_classifier(
 def check_available(path: str, revision: str | None = None) -> str:
     """Load the model config and the tokenizer (small files; fetched into the cache when the hub is
     reachable): a quick check, before a sweep starts, that every job will find the model."""
-    config = load_config(path, revision)
-    load_tokenizer(path, revision)
-    return getattr(config, "model_type", "?")
+    load_tokenizer(path, revision)  # loads and checks the config too
+    return getattr(load_config(path, revision), "model_type", "?")

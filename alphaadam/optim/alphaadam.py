@@ -1,4 +1,4 @@
-"""AlphaAdam (SPEC.md §1) and Cautious AdamW (SPEC.md §2): AdamW with a momentum-gradient mask."""
+"""AlphaAdam and Cautious AdamW: AdamW with a momentum-gradient mask (docs/algorithm.md)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def adam_unmasked_directions(exp_avgs: list, exp_avg_sqs: list, eps, inv_bc1, in
 class AlphaAdam(MaskedOptimizer):
     r"""AdamW with an asynchronous momentum mask and a dynamic compensation factor alpha.
 
-    Per tensor and step (SPEC.md §1): decoupled weight decay ``theta *= 1 - lr * wd``; mask
+    Per tensor and step (docs/algorithm.md): decoupled weight decay ``theta *= 1 - lr * wd``; mask
     ``M = 1[m_{t-1} * g > 0]``; Adam moments and bias-corrected direction ``u``; if ``M`` is empty the
     unmasked step (``empty_mask="full"``) or none (``"skip"``); ``alpha = ||u||_p / ||M * u||_p``;
     ``theta -= lr * alpha * (M * u)``.

@@ -1,4 +1,4 @@
-"""The mask and compensation rules shared by every masked optimizer (AlphaAdam, CAdamW, AlphaSGD).
+"""The mask and compensation rules shared by every masked optimizer (docs/algorithm.md, steps 2, 5-7).
 
 A masked optimizer's step has two passes over its tensors, with whole-tensor sums between them:
 
@@ -24,7 +24,7 @@ COMPENSATIONS = ("norm_ratio", "cautious_mean", "cautious_nnz", "none")
 EMPTY_MASK_RULES = ("full", "skip")
 
 # Cautious optimizers clamp the kept fraction from below so that an almost empty mask cannot blow
-# the step up (C-Optim since 2025-01, SPEC.md §2).
+# the step up (C-Optim since 2025-01; docs/algorithm.md, "The mask framework").
 CAUTIOUS_MIN_MEAN = 1e-3
 
 
@@ -48,7 +48,7 @@ def compensation_factor(
     norm: str,
     alpha_max: str,
 ) -> torch.Tensor | float:
-    """The scale applied to the masked direction (SPEC.md §1 step 6 and §2).
+    """The scale applied to the masked direction (docs/algorithm.md, step 6 and "The mask framework").
 
     ``full`` and ``masked`` are ``sum |u|^p`` and ``sum |M * u|^p`` (only read for ``"norm_ratio"``),
     ``kept`` is ``sum(M)``. Counts are turned into factors in float64, as the reference does.

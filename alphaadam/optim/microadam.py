@@ -264,19 +264,3 @@ class MicroAdam(KeepsStateDtypes, torch.optim.Optimizer):
                 cls._offset_cache.clear()
             cls._offset_cache[key] = offsets
         return offsets
-
-    def state_bytes_per_parameter(self) -> float:
-        """Bytes of state per parameter, from the formula (see :func:`state_bytes`)."""
-        total = count = 0
-        for group in self.param_groups:
-            for p in group["params"]:
-                total += state_bytes(
-                    p.numel(),
-                    p.dtype,
-                    m=group["m"],
-                    density=group["density"],
-                    topk_block_size=group["topk_block_size"],
-                    quant_block_size=group["quant_block_size"],
-                )
-                count += p.numel()
-        return total / count

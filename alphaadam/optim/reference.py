@@ -1,6 +1,6 @@
 """Slow, readable reference implementations of AlphaAdam and AlphaSGD, for the tests.
 
-Each step follows SPEC.md §1 line by line, one tensor at a time, with no fusion, no scratch buffers
+Each step follows docs/algorithm.md line by line, one tensor at a time, with no fusion, no scratch buffers
 and no shortcuts, so that the fast code in :mod:`alphaadam.optim.alphaadam` and
 :mod:`alphaadam.optim.alphasgd` can be checked against it in float64.
 """
@@ -36,7 +36,7 @@ def _compensation(u: torch.Tensor, mask: torch.Tensor, group: dict) -> float:
 
 
 def _masked_step(p: torch.Tensor, u: torch.Tensor, mask: torch.Tensor, group: dict, state: dict) -> None:
-    """Steps 5-7 of SPEC.md §1: empty-mask rule, compensation, masked update."""
+    """Steps 5-7 of docs/algorithm.md: empty-mask rule, compensation, masked update."""
     density = mask.mean().item()
     if mask.sum() == 0:
         alpha = 1.0

@@ -15,9 +15,36 @@ from pathlib import Path
 import pandas as pd
 
 from alphaadam.report.collect import DEFAULT_INDEX_DIR, collect, write_index
+from alphaadam.report.errors import ReportError
 from alphaadam.report.figures import DEFAULT_BENCH, Log, bench_figure, make_figures
+from alphaadam.report.select import apply_filter, spec_runs
 from alphaadam.report.spec import DEFAULT_RUNS_ROOT, SPEC_DIR, Spec, find_specs, load_spec
 from alphaadam.report.tables import build_table, write_table
+
+
+def existing_roots(roots: Iterable[str | Path]) -> list[str | Path]:
+    """``roots`` when each exists; a typo'd or not-yet-made root would give an empty table."""
+    missing = [str(r) for r in roots if not Path(r).exists()]
+    if missing:
+        raise ReportError(
+            f"run root {', '.join(missing)} does not exist: run the study first, "
+            "or name where its runs are with --runs DIR"
+        )
+    return list(roots)
+
+
+def check_metrics(df: pd.DataFrame, spec: Spec) -> None:
+    """Each column whose runs exist must name a metric those runs recorded (a typo would give "—")."""
+    completed = spec_runs(df, spec)
+    completed = completed[completed["status"] == "completed"]
+    for column in spec.columns:
+        for metric in {column.metric, column.select_metric}:
+            if metric not in df.columns and not apply_filter(completed, column.where).empty:
+                known = sorted(c for c in df.columns if c.startswith("metrics.final."))
+                raise ReportError(
+                    f"{spec.path or spec.name}: column {column.label!r} reads {metric!r}, which no run "
+                    f"recorded; recorded metrics include {', '.join(known) or 'none'}"
+                )
 
 
 def collect_index(
@@ -26,7 +53,7 @@ def collect_index(
     log: Log = print,
 ) -> tuple[pd.DataFrame, list[Path]]:
     """Scan ``roots``, write ``runs.csv`` and ``runs.parquet`` under ``out_dir``."""
-    roots = list(roots)
+    roots = existing_roots(roots)
     df = collect(roots, log=log)
     paths = write_index(df, out_dir)
     by_status = df["status"].value_counts().to_dict() if len(df) else {}
@@ -54,7 +81,7 @@ class _Runs:
     def __call__(self, spec: Spec) -> pd.DataFrame:
         roots = tuple(str(r) for r in (self.roots or spec.runs.roots))
         if roots not in self.cache:
-            self.cache[roots] = collect(roots, log=self.log)
+            self.cache[roots] = collect(existing_roots(roots), log=self.log)
         return self.cache[roots]
 
 
@@ -73,7 +100,9 @@ def write_tables(
     for spec in resolve_specs(specs, suite, spec_dir):
         if not spec.table:
             continue
-        table = build_table(runs(spec), spec)
+        df = runs(spec)
+        check_metrics(df, spec)
+        table = build_table(df, spec)
         written = write_table(table, out_dir or spec.out_dir)
         filled = sum(c.status == "ok" for c in table.cells.values())
         log(f"tables: {spec.name}: {filled}/{len(table.cells)} cells with a value -> {written[0]}")

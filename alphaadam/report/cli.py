@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from alphaadam.paths import CONFIG_DIR
+
 DEFAULT_RUNS = "results/runs"
-DEFAULT_SPEC_DIR = "configs/report"
 
 
 def _spec_arguments(parser: argparse.ArgumentParser, what: str) -> None:
@@ -18,7 +19,9 @@ def _spec_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--suite", default="paper", help="spec suite to build when no SPEC is named (default: paper)"
     )
-    parser.add_argument("--spec-dir", default=DEFAULT_SPEC_DIR, help="where spec names are looked up")
+    parser.add_argument(
+        "--spec-dir", default=str(CONFIG_DIR / "report"), help="where spec names are looked up"
+    )
     parser.add_argument(
         "--runs",
         action="append",

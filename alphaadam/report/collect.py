@@ -22,9 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from alphaadam.report.errors import ResultFileError
 from alphaadam.runs.files import write_bytes, write_text
-from alphaadam.runs.result import RESULT_FILE, SCHEMA, STATUSES
+from alphaadam.runs.result import NESTED_FIELDS, RESULT_FILE, load_result
 
 DEFAULT_INDEX_DIR = Path("results/index")
 LEADING = (
@@ -40,7 +39,6 @@ LEADING = (
     "updated_at",
 )
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "+inf": math.inf, "-inf": -math.inf, "infinity": math.inf}
-_NESTED = ("identity", "metrics", "timing", "memory", "versions")
 
 
 def find_result_files(roots: Iterable[str | Path]) -> list[Path]:
@@ -53,28 +51,6 @@ def find_result_files(roots: Iterable[str | Path]) -> list[Path]:
         elif root.is_dir():
             found.update(p for p in root.rglob(RESULT_FILE) if p.is_file())
     return sorted(found)
-
-
-def load_result(path: str | Path) -> dict:
-    """Parse and check one result.json; any problem raises ResultFileError naming the file."""
-    path = Path(path)
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ResultFileError(f"{path}: cannot read: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ResultFileError(f"{path}: not valid JSON: {exc}") from None
-    if not isinstance(result, dict):
-        raise ResultFileError(f"{path}: expected a JSON object, got {type(result).__name__}")
-    schema = result.get("schema", SCHEMA)
-    if schema != SCHEMA:
-        raise ResultFileError(f"{path}: result schema {schema!r} is not supported (expected {SCHEMA})")
-    if result.get("status") not in STATUSES:
-        raise ResultFileError(f"{path}: status {result.get('status')!r} is not one of {', '.join(STATUSES)}")
-    for key in _NESTED:
-        if result.get(key) is not None and not isinstance(result[key], dict):
-            raise ResultFileError(f"{path}: {key!r} must be an object, got {type(result[key]).__name__}")
-    return result
 
 
 def _scalar(value):
@@ -106,7 +82,7 @@ def flatten_result(result: dict, run_dir: str | Path) -> dict:
     """One index row: top-level scalars plus the dotted leaves of identity/metrics/timing/memory."""
     row: dict = {"run_dir": str(run_dir)}
     for key, value in result.items():
-        if key in _NESTED:
+        if key in NESTED_FIELDS:
             if key == "identity":  # flat by contract: nested values stay JSON text
                 for field, v in (value or {}).items():
                     row[f"identity.{field}"] = _scalar(v)

@@ -1,14 +1,11 @@
 """Errors the report commands print as one line (naming the file at fault) instead of a traceback."""
 
 from alphaadam.errors import UserError
+from alphaadam.runs.result import ResultFileError  # noqa: F401 (raised by collect; defined with the schema)
 
 
 class ReportError(UserError):
     """Base class: a bad input file (result, metrics log, spec, reference) or an unusable request."""
-
-
-class ResultFileError(ReportError):
-    """A result.json that is not valid JSON or does not follow the result schema."""
 
 
 class MetricsFileError(ReportError):

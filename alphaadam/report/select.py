@@ -1,7 +1,11 @@
 """Which runs fill a table cell: filter, group into configurations, pick one, aggregate over seeds.
 
 A *configuration* is a run's identity without its seed field; runs of one configuration are the
-seeds that are averaged. Rule ``best_mean_over_seeds`` (the only one so far): among the
+seeds that are averaged. Since result.json's identity holds ``variant`` (a hash of the whole config
+but the seed and the learning rate, see :func:`alphaadam.runs.rundir.variant_hash`), runs that
+differ in any setting are different configurations; a cell whose runs come in several variants says
+so (``Cell.variants``). Results written before ``variant`` existed are grouped by their other fields,
+as they were. Rule ``best_mean_over_seeds`` (the only one so far): among the
 configurations of a row x column that have at least one completed run with a finite value of the
 selection metric, take the one with the best mean of it over those runs; ties go to the one with more
 seeds, then to the smaller value of the swept field (``selection.over``, the learning rate).
@@ -36,6 +40,12 @@ class Cell:
     over: object = None  # its value of selection.over (the learning rate)
     select_mean: float | None = None
     runs: list[str] = field(default_factory=list)  # run_dir of its completed seeds
+    variants: int = 0  # distinct identity.variant values among the cell's runs (0: none recorded)
+
+    @property
+    def variant_note(self) -> str:
+        """``", best of 2 variants"`` when the cell's runs differ in more than the swept field."""
+        return f", best of {self.variants} variants" if self.variants > 1 else ""
 
 
 def plain(value):
@@ -170,12 +180,21 @@ def _pick(configs: pd.DataFrame, higher_is_better: bool) -> pd.Series | None:
     return eligible.loc[best]
 
 
+def count_variants(runs: pd.DataFrame) -> int:
+    """How many configurations other than learning-rate points ``runs`` (with an outcome) hold."""
+    if "identity.variant" not in runs.columns:
+        return 0
+    outcomes = runs[runs["status"].isin(OUTCOMES)]
+    return int(outcomes["identity.variant"].dropna().nunique())
+
+
 def select_cell(runs: pd.DataFrame, spec: Spec, row: Row, column: Column) -> Cell:
     """The cell of ``row`` x ``column`` from the spec's runs (see the module docstring)."""
     cell_runs = apply_filter(apply_filter(runs, row.where), column.where)
     configs = configurations(cell_runs, spec, column.select_metric)
     if configs.empty:
         return Cell("none")
+    variants = count_variants(cell_runs)
     chosen = _pick(configs, column.select_higher_is_better)
     if chosen is None:
         n_div, n_oom = int(configs["n_div"].sum()), int(configs["n_oom"].sum())
@@ -188,7 +207,14 @@ def select_cell(runs: pd.DataFrame, spec: Spec, row: Row, column: Column) -> Cel
     lost = {k: int(chosen[f"n_{k}"]) for k in ("div", "oom") if chosen[f"n_{k}"]}
     config = json.loads(chosen["config"])
     if values.empty:
-        return Cell("none", lost=lost, config=config, over=chosen["over"], runs=list(chosen["runs"]))
+        return Cell(
+            "none",
+            lost=lost,
+            config=config,
+            over=chosen["over"],
+            runs=list(chosen["runs"]),
+            variants=variants,
+        )
     return Cell(
         "ok",
         mean=float(values.mean()),
@@ -199,6 +225,7 @@ def select_cell(runs: pd.DataFrame, spec: Spec, row: Row, column: Column) -> Cel
         over=chosen["over"],
         select_mean=float(chosen["mean"]),
         runs=list(chosen["runs"]),
+        variants=variants,
     )
 
 

@@ -1,8 +1,8 @@
 """Report specs: declarative YAML files in configs/report/ that say how a table (and its figures) is made.
 
 A spec names which runs to use, what a row and a column are, which metric a cell shows, how one
-learning rate is chosen among the swept ones, and where the published numbers are. Example (the
-README's "Tables and figures" section documents every key)::
+learning rate is chosen among the swept ones, and where the published numbers are. Example
+(docs/reports.md documents every key)::
 
     name: table3_ablation            # output file stem (default: the file's stem)
     suite: paper                     # `alphaadam tables` with no names builds every spec of --suite
@@ -38,9 +38,10 @@ from typing import Any
 
 import yaml
 
+from alphaadam.paths import CONFIG_DIR
 from alphaadam.report.errors import SpecError
 
-SPEC_DIR = Path("configs/report")
+SPEC_DIR = CONFIG_DIR / "report"
 DEFAULT_RUNS_ROOT = "results/runs"
 DEFAULT_OUT_DIR = "results/paper"
 DEFAULT_REFERENCE_FILE = "results/reference/paper_numbers.yaml"

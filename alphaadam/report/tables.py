@@ -136,7 +136,7 @@ def our_text(table: Table, row: Row, label: str) -> Text:
     if cell.std is not None:
         main += f" ± {_fmt(cell.std * scale, decimals)}"
     lost = "".join(f", {v} {k}" for k, v in cell.lost.items())
-    return Text(main, f"(n={cell.n}{lost})", bold)
+    return Text(main, f"(n={cell.n}{lost}{cell.variant_note})", bold)
 
 
 def paper_text(table: Table, row: Row, label: str) -> Text:

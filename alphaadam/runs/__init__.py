@@ -10,7 +10,14 @@ from alphaadam.runs.result import (
     read_result,
     write_result,
 )
-from alphaadam.runs.rundir import CHECKPOINT_FILE, CONFIG_FILE, config_hash, identity_config, run_dir_for
+from alphaadam.runs.rundir import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    config_hash,
+    identity_config,
+    run_dir_for,
+    variant_hash,
+)
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -26,6 +33,7 @@ __all__ = [
     "read_json",
     "read_result",
     "run_dir_for",
+    "variant_hash",
     "save_torch",
     "write_bytes",
     "write_json",

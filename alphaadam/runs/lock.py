@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 from pathlib import Path
 
+from alphaadam.errors import UserError
+
 LOCK_FILE = "run.lock"
+
+
+class RunLocked(UserError):
+    """Another live process holds the run's lock (the same run started twice)."""
 
 
 class RunLock:
@@ -23,7 +30,14 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise RuntimeError(f"run {self.path.parent} is being trained by another process") from None
+            holder = self.path.read_text(errors="replace").strip() or "another process"
+            raise RunLocked(
+                f"run {self.path.parent} is being trained by {holder} (it holds {self.path}); "
+                "wait for it to end or stop it, then run this again"
+            ) from None
+        # Who holds it, for the message another process gets; the lock itself is the flock.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self.fd = fd
         return self
 

@@ -7,12 +7,11 @@ Keys the report figures read: ``step``, ``time_s`` (wall-clock since start), ``t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from pathlib import Path
 
-from alphaadam.runs.files import write_text
+from alphaadam.runs.files import UnreadableRunFile, write_text
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -40,12 +39,28 @@ class MetricsLog:
         """The records; a last line cut short (a writer killed mid-line) is left out."""
         if not self.path.exists():
             return []
-        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-        records = [json.loads(line) for line in lines[:-1]]
-        with contextlib.suppress(json.JSONDecodeError):
-            records.extend(json.loads(line) for line in lines[-1:])
+        try:
+            lines = self.path.read_text().splitlines()
+        except UnicodeDecodeError as err:
+            raise self._unreadable(f"not UTF-8 text ({err.reason})") from None
+        numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+        records = []
+        for n, line in numbered:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if n == numbered[-1][0]:
+                    break  # cut short by a kill mid-line: the one line a crash can leave half written
+                raise self._unreadable(f"line {n} is not JSON") from None
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise self._unreadable(f"line {n} is not a metrics line (an object with a step)")
+            records.append(record)
         return records
 
+    def _unreadable(self, why: str) -> UnreadableRunFile:
+        return UnreadableRunFile(f"{self.path}: {why}; restore it, or delete it to start the run over")
+
     def truncate_after(self, step: int) -> None:
-        kept = [r for r in self.read() if r.get("step", 0) <= step]
+        """Keep the lines up to ``step`` (all after it, and everything for ``step`` < 0, go)."""
+        kept = [r for r in self.read() if r["step"] <= step]
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))

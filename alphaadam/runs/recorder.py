@@ -25,18 +25,14 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from alphaadam.runs.files import write_text
+from alphaadam.errors import error_line
+from alphaadam.runs.files import remove_stale_temporaries, write_text
 from alphaadam.runs.lock import RunLock
 from alphaadam.runs.metrics import MetricsLog
-from alphaadam.runs.result import new_result, read_result, write_result
+from alphaadam.runs.result import ResultFileError, new_result, read_result, write_result
 from alphaadam.runs.rundir import CHECKPOINT_FILE, CONFIG_FILE, config_hash, run_dir_for
 
 SKIPPED_STATUSES = ("completed", "diverged")
-
-
-def _error_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 class RunRecorder:
@@ -46,7 +42,10 @@ class RunRecorder:
         self.dir = run_dir_for(cfg)
         self.run_id = config_hash(cfg)
         self.metrics = MetricsLog(self.dir)
-        self.previous = read_result(self.dir)
+        try:
+            self.previous = read_result(self.dir)
+        except ResultFileError as err:
+            raise ResultFileError(f"{err}; restore it, or delete {self.dir} to run it again") from None
         self.result: dict = {}
         self._on_exit: list = []
 
@@ -59,6 +58,14 @@ class RunRecorder:
         """The run already ended in a way that running it again would repeat."""
         return bool(self.previous) and self.previous.get("status") in SKIPPED_STATUSES
 
+    def _new_result(self, step: int) -> dict:
+        result = new_result(
+            self.recipe, self.cfg.get("experiment", "default"), self.run_id, self.identity, self.total_steps
+        )
+        if step > 0 and self.previous:  # resuming: keep when the run started and how fast it went
+            result.update({k: self.previous[k] for k in ("started_at", "timing") if k in self.previous})
+        return {**result, "step": step}
+
     def begin(self, step: int, **fields) -> None:
         """Mark the run as running from ``step`` (0, or the checkpoint's step when resuming);
         ``fields`` (e.g. the checkpoint's metrics) go into result.json as they are."""
@@ -66,18 +73,16 @@ class RunRecorder:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         write_text(self.dir / CONFIG_FILE, OmegaConf.to_yaml(self.cfg, resolve=True))
-        result = new_result(
-            self.recipe, self.cfg.get("experiment", "default"), self.run_id, self.identity, self.total_steps
-        )
-        if step > 0 and self.previous:  # resuming: keep when the run started and how fast it went
-            result.update({k: self.previous[k] for k in ("started_at", "timing") if k in self.previous})
-        self.result = write_result(self.dir, {**result, "step": step, **fields})
+        self.result = write_result(self.dir, {**self._new_result(step), **fields})
 
     def update(self, **fields) -> None:
         if self.is_main and self.result:
             self.result = write_result(self.dir, {**self.result, **fields})
 
     def end(self, status: str, error: str | None = None, **fields) -> None:
+        if self.is_main and not self.result:  # it ended before it began (e.g. an unreadable checkpoint)
+            step = self.previous.get("step", 0) if self.previous else 0
+            self.result = write_result(self.dir, self._new_result(step))
         self.update(status=status, error=error, **fields)
 
     def on_exit(self, callback) -> None:
@@ -90,18 +95,20 @@ class RunRecorder:
         status = "failed"
         lock = RunLock(self.dir).acquire() if self.is_main else None
         try:
+            if self.is_main:
+                remove_stale_temporaries(self.dir)
             yield self
             status = self.result.get("status", "completed") if self.result else "completed"
         except torch.OutOfMemoryError as err:
             status = "oom"
-            self.end("oom", _error_line(err))
+            self.end("oom", error_line(err))
             if self.is_main:
-                print(f"run ended: out of memory ({_error_line(err)}); status oom in {self.dir}", flush=True)
+                print(f"run ended: out of memory ({error_line(err)}); status oom in {self.dir}", flush=True)
         except KeyboardInterrupt:
             self.update(error="interrupted (KeyboardInterrupt or SIGTERM); run the same command to resume")
             raise
         except BaseException as err:
-            self.end("failed", _error_line(err))
+            self.end("failed", error_line(err))
             raise
         finally:
             for callback in reversed(self._on_exit):

@@ -25,13 +25,15 @@ accuracy, f1, matthews, pearson, spearman, ...) are what configs/report/*.yaml r
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from alphaadam.runs.files import read_json, write_json
+from alphaadam.errors import UserError
+from alphaadam.runs.files import write_json
 
 SCHEMA = 1
 RESULT_FILE = "result.json"
@@ -69,8 +71,40 @@ def git_sha(cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+# Fields that hold an object (flattened with dots by the report index).
+NESTED_FIELDS = ("identity", "metrics", "timing", "memory", "versions")
+
+
+class ResultFileError(UserError):
+    """A result.json that is not valid JSON or does not follow the result schema."""
+
+
+def load_result(path: str | Path) -> dict:
+    """Parse and check one result.json; any problem raises ResultFileError naming the file."""
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultFileError(f"{path}: cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ResultFileError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(result, dict):
+        raise ResultFileError(f"{path}: expected a JSON object, got {type(result).__name__}")
+    schema = result.get("schema", SCHEMA)
+    if schema != SCHEMA:
+        raise ResultFileError(f"{path}: result schema {schema!r} is not supported (expected {SCHEMA})")
+    if result.get("status") not in STATUSES:
+        raise ResultFileError(f"{path}: status {result.get('status')!r} is not one of {', '.join(STATUSES)}")
+    for key in NESTED_FIELDS:
+        if result.get(key) is not None and not isinstance(result[key], dict):
+            raise ResultFileError(f"{path}: {key!r} must be an object, got {type(result[key]).__name__}")
+    return result
+
+
 def read_result(run_dir: Path) -> dict | None:
-    return read_json(Path(run_dir) / RESULT_FILE)
+    """The run's checked result.json, or None when it has none (ResultFileError when unreadable)."""
+    path = Path(run_dir) / RESULT_FILE
+    return load_result(path) if path.exists() else None
 
 
 def write_result(run_dir: Path, result: dict) -> dict:

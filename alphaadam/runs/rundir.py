@@ -37,9 +37,26 @@ def identity_config(cfg: DictConfig) -> dict:
     return container
 
 
-def config_hash(cfg: DictConfig) -> str:
-    canonical = json.dumps(identity_config(cfg), sort_keys=True, default=str)
+def _hash(container: dict) -> str:
+    canonical = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def config_hash(cfg: DictConfig) -> str:
+    return _hash(identity_config(cfg))
+
+
+def variant_hash(cfg: DictConfig) -> str:
+    """What tells a table's configurations apart: the hash of the identity config without the seed
+    and the learning rate (identity fields of their own, the first averaged over, the second swept).
+    Two runs with the same variant, learning rate and other identity fields are seeds of one
+    configuration; any other difference (``optimizer.compensation``, ``scheduler.warmup_fraction``,
+    ...) makes another variant."""
+    container = identity_config(cfg)
+    container.pop("seed", None)
+    if isinstance(container.get("optimizer"), dict):
+        container["optimizer"].pop("lr", None)
+    return _hash(container)
 
 
 def slug(text: str) -> str:

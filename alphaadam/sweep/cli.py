@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections import Counter
 from pathlib import Path
 
 import yaml
 
 from alphaadam.errors import UserError
+from alphaadam.paths import CONFIG_DIR, RECIPES_DIR
 
-DEFAULT_CONFIG_DIR = "configs"
-DEFAULT_RECIPES_DIR = "recipes"
 LAUNCHERS = ("local", "inline", "gpu_pool", "slurm")
 
 
@@ -70,9 +68,7 @@ def plan_study(args) -> tuple:
     parsed = parse_tokens(args.tokens)
     config_dir = Path(args.config_dir)
     if not config_dir.is_dir():
-        raise UserError(
-            f"no config directory {config_dir}: run from the repository root or pass --config-dir"
-        )
+        raise UserError(f"no config directory {config_dir}: pass --config-dir a folder shaped like configs/")
     try:
         spec = load_spec(config_dir, parsed["experiment"], parsed["spec_updates"])
         jobs = plan(spec, config_dir, Path(args.recipes_dir), parsed["overrides"])
@@ -83,12 +79,13 @@ def plan_study(args) -> tuple:
     return parsed, spec, jobs
 
 
-def job_table(jobs) -> str:
+def job_table(jobs, statuses: list[str]) -> str:
     rows = [("status", "optimizer", "task", "lr", "seed", "run")]
-    for job in jobs:
+    for job, status in zip(jobs, statuses, strict=True):
         t = job.tags
         lr = "recipe's" if t["lr"] is None else f"{t['lr']:g}"
-        rows.append((job.status(), t["optimizer"], t["task"] or "-", lr, str(t["seed"]), job.name))
+        run = f"unreadable: {job.result_path}" if status == "unreadable" else job.name
+        rows.append((status, t["optimizer"], t["task"] or "-", lr, str(t["seed"]), run))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
@@ -153,8 +150,11 @@ def _sweep(args) -> int:
     parsed, spec, jobs = plan_study(args)
     todo = select(jobs, args.only_failed)
     print(f"study {spec.name} ({spec.recipe}): {summary(jobs)}; {len(todo)} to run")
+    for job in jobs:
+        if job.status() == "unreadable":
+            print(f"unreadable: {job.result_path} (restore it, or delete its run directory to rerun it)")
     if args.dry_run:
-        print(job_table(jobs))
+        print(job_table(jobs, [job.status() for job in jobs]))
         return 0
     if not todo:
         return 0
@@ -171,12 +171,12 @@ def _sweep(args) -> int:
 
 
 def _status(args) -> int:
-    from alphaadam.sweep.plan import STATUS_ORDER
+    from alphaadam.sweep.plan import status_counts
 
     _, spec, jobs = plan_study(args)
-    counts = Counter(job.status() for job in jobs)
-    print(f"study {spec.name}: " + ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s]))
-    print(job_table(jobs))
+    statuses = [job.status() for job in jobs]
+    print(f"study {spec.name}: {status_counts(statuses)}")
+    print(job_table(jobs, statuses))
     return 0
 
 
@@ -185,9 +185,13 @@ def _common(parser) -> None:
         "tokens", nargs="*", metavar="KEY=VALUE", help="experiment=NAME, sweep.*, launcher.*, overrides"
     )
     parser.add_argument(
-        "--config-dir", default=DEFAULT_CONFIG_DIR, help="Hydra config directory (default configs)"
+        "--config-dir",
+        default=str(CONFIG_DIR),
+        help="Hydra config directory (default: the repository's configs/)",
     )
-    parser.add_argument("--recipes-dir", default=DEFAULT_RECIPES_DIR, help="recipe scripts (default recipes)")
+    parser.add_argument(
+        "--recipes-dir", default=str(RECIPES_DIR), help="recipe modules (default: the repository's recipes/)"
+    )
 
 
 def register(subparsers) -> None:

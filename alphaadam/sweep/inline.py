@@ -6,7 +6,6 @@ composes it and handed to the recipe's ``train(cfg)``; its output goes to ``<run
 
 from __future__ import annotations
 
-import importlib.util
 import traceback
 from collections.abc import Sequence
 from contextlib import redirect_stderr, redirect_stdout
@@ -14,19 +13,10 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from alphaadam.errors import UserError
+from alphaadam.recipe import load_recipe
 from alphaadam.sweep.job import Job
-from alphaadam.sweep.local import LOG_FILE, final_status
+from alphaadam.sweep.local import LOG_FILE, final_status, taken_elsewhere
 from alphaadam.sweep.progress import SweepProgress
-
-
-def load_recipe(script: Path):
-    spec = importlib.util.spec_from_file_location(f"alphaadam_recipe_{Path(script).stem}", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not callable(getattr(module, "train", None)):
-        raise UserError(f"{script} has no train(cfg) function, so it cannot run with launcher=inline")
-    return module
 
 
 def run_inline(
@@ -36,16 +26,20 @@ def run_inline(
     statuses = {}
     if not jobs:
         return statuses
-    module = load_recipe(Path(jobs[0].script))
+    train = load_recipe(recipe, Path(jobs[0].script).parent).declared("train")  # none: stops here, named
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
         for job in jobs:
+            if taken_elsewhere(job):
+                statuses[job.name] = "running"
+                progress.skipped(job.name)
+                continue
             progress.started(job.name)
             cfg = compose(config_name=recipe, overrides=list(job.overrides))
             job.run_dir.mkdir(parents=True, exist_ok=True)
             code = 0
             with open(job.run_dir / LOG_FILE, "a") as log, redirect_stdout(log), redirect_stderr(log):
                 try:
-                    module.train(cfg)
+                    train(cfg)
                 except Exception:  # the recipe has recorded the failure; the sweep goes on
                     traceback.print_exc()
                     code = 1

@@ -6,8 +6,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alphaadam.runs import read_result
 from alphaadam.runs.lock import is_live
+from alphaadam.runs.result import RESULT_FILE, ResultFileError, read_result
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,10 @@ class Job:
     def name(self) -> str:
         return self.run_dir.name
 
+    @property
+    def result_path(self) -> Path:
+        return self.run_dir / RESULT_FILE
+
     def argv(self, processes: int = 1) -> list[str]:
         """The command; several processes run under ``torchrun --standalone`` (a free local port each)."""
         if processes > 1:
@@ -40,9 +44,13 @@ class Job:
         return [*launcher, self.script, *self.overrides]
 
     def status(self) -> str:
-        """``pending`` without a result.json; ``interrupted`` for a run that says "running" but whose
-        process is gone (it resumes when launched again); else the status result.json records."""
-        result = read_result(self.run_dir)
+        """``pending`` without a result.json; ``unreadable`` when it cannot be parsed or breaks the
+        schema; ``interrupted`` for a run that says "running" but whose process is gone (it resumes
+        when launched again); else the status result.json records."""
+        try:
+            result = read_result(self.run_dir)
+        except ResultFileError:
+            return "unreadable"
         if result is None:
             return "pending"
         if result["status"] == "running" and not is_live(self.run_dir):

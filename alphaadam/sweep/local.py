@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
+from alphaadam.runs.lock import is_live
+from alphaadam.runs.result import new_result, write_result
 from alphaadam.sweep.job import Job
 from alphaadam.sweep.progress import SweepProgress
 
@@ -28,12 +31,35 @@ def start_job(
         )
 
 
+def last_line(path: Path) -> str:
+    """The last non-blank line of a log (the error, when a process failed), or "" without one."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    hint = "Set the environment variable HYDRA_FULL_ERROR"  # Hydra's footer after the error
+    return next((ln.strip() for ln in reversed(lines) if ln.strip() and not ln.startswith(hint)), "")
+
+
 def final_status(job: Job, exit_code: int) -> str:
-    """The status its result.json records; ``failed`` when the process died without saying so."""
+    """The status its result.json records; ``failed`` when the process died without saying so.
+
+    A job that failed before writing any result.json (e.g. it could not start) gets one saying
+    ``failed`` with its log's last line, so that ``alphaadam status`` and ``--only-failed`` see it.
+    """
     status = job.status()
-    if exit_code != 0 and status in ("pending", "interrupted"):
-        return "failed"
-    return status
+    if exit_code == 0 or status not in ("pending", "interrupted"):
+        return status
+    if status == "pending":
+        error = last_line(job.run_dir / LOG_FILE) or f"exited with code {exit_code}"
+        result = new_result(Path(job.script).stem, None, None, dict(job.tags), None)
+        write_result(job.run_dir, {**result, "status": "failed", "error": f"did not start: {error}"})
+    return "failed"
+
+
+def taken_elsewhere(job: Job) -> bool:
+    """Whether another process (e.g. a second sweep of the same study) is training the run now."""
+    return is_live(job.run_dir)
 
 
 def run_local(jobs: Sequence[Job], progress: SweepProgress | None = None) -> dict[str, str]:
@@ -41,6 +67,10 @@ def run_local(jobs: Sequence[Job], progress: SweepProgress | None = None) -> dic
     progress = progress or SweepProgress(len(jobs))
     statuses = {}
     for job in jobs:
+        if taken_elsewhere(job):
+            statuses[job.name] = "running"
+            progress.skipped(job.name)
+            continue
         progress.started(job.name)
         statuses[job.name] = final_status(job, start_job(job).wait())
         progress.finished(job.name, statuses[job.name])

@@ -10,12 +10,22 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from alphaadam.errors import ConfigError
+from alphaadam.recipe import load_recipe
 from alphaadam.runs import run_dir_for
 from alphaadam.sweep.job import Job
 from alphaadam.sweep.spec import SweepSpec
+from alphaadam.train.config import OPTIMIZER_RANGES, RANGES, check_ranges, validate
 
-# What `alphaadam status` and the plan show, in this order.
-STATUS_ORDER = ("completed", "running", "interrupted", "failed", "diverged", "oom", "pending")
+# What `alphaadam status` and the plan show, in this order (any other status is counted after them).
+STATUS_ORDER = ("completed", "running", "interrupted", "failed", "diverged", "oom", "unreadable", "pending")
+
+
+def status_counts(statuses: list[str]) -> str:
+    """``"3 completed, 1 failed"``: every status counted, known ones in STATUS_ORDER, others after."""
+    counts = Counter(statuses)
+    order = [*STATUS_ORDER, *sorted(set(counts) - set(STATUS_ORDER))]
+    return ", ".join(f"{counts[s]} {s}" for s in order if counts[s])
 
 
 def own_value_overrides(tags: dict) -> list[str]:
@@ -87,24 +97,51 @@ def skipped_optimizers(spec: SweepSpec, config_dir: Path) -> dict[str, str]:
     return skipped
 
 
-def plan(spec: SweepSpec, config_dir: Path, recipes_dir: Path, extra_overrides: list[str] = ()) -> list[Job]:
-    """Every job of the sweep; each composed exactly as its recipe will compose it. Jobs of the
-    optimizers that :func:`skipped_optimizers` names are left out."""
-    script = Path(recipes_dir) / f"{spec.recipe}.py"
-    if not script.exists():
-        raise ValueError(f"sweep {spec.name!r}: recipe script {script} does not exist")
+def plan(
+    spec: SweepSpec,
+    config_dir: Path,
+    recipes_dir: Path,
+    extra_overrides: list[str] = (),
+    validate_jobs: bool = True,
+) -> list[Job]:
+    """Every job of the sweep; each composed exactly as its recipe will compose it and, with
+    ``validate_jobs``, validated against the recipe's schema. Jobs of the optimizers that
+    :func:`skipped_optimizers` names are left out."""
+    try:
+        recipe = load_recipe(spec.recipe, recipes_dir)
+        schema = recipe.schema if validate_jobs else None
+    except ConfigError as err:
+        raise ValueError(f"sweep {spec.name!r}: {err}") from None
     skipped = skipped_optimizers(spec, config_dir)
-    jobs = []
+    jobs, validated = [], set()
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
         compose_job = JobComposer(spec.recipe)
         for tags, overrides in job_overrides(spec):
             if tags["optimizer"] in skipped:
                 continue
             overrides = [*overrides, *extra_overrides]
-            run_dir = run_dir_for(compose_job(overrides, own_value_overrides(tags)))
+            own = own_value_overrides(tags)
+            cfg = compose_job(overrides, own)
+            if schema is not None:  # every job checked before any starts: no failure an hour in
+                try:
+                    check_job(cfg, schema, tuple(o for o in overrides if o not in own), validated)
+                except ConfigError as err:
+                    raise ValueError(f"job {' '.join(overrides)}: {err}") from None
+            run_dir = run_dir_for(cfg)
             hours = spec.gpu_hours(tags["task"])
-            jobs.append(Job(str(script), tuple(overrides), run_dir, spec.gpus_per_job, hours, tags))
+            jobs.append(Job(str(recipe.script), tuple(overrides), run_dir, spec.gpus_per_job, hours, tags))
     return jobs
+
+
+def check_job(cfg, schema: type, shared: tuple, validated: set) -> None:
+    """Validate a job's config. Jobs that differ only in learning rate and seed share everything
+    else (see JobComposer), so the first is validated whole and the others' two values alone."""
+    if shared in validated:
+        check_ranges({"seed": cfg.seed}, RANGES)
+        check_ranges({"lr": cfg.optimizer.get("lr")}, OPTIMIZER_RANGES, prefix="optimizer.")
+        return
+    validate(cfg, schema)
+    validated.add(shared)
 
 
 def select(jobs: list[Job], only_failed: bool = False) -> list[Job]:
@@ -118,8 +155,6 @@ def select(jobs: list[Job], only_failed: bool = False) -> list[Job]:
 
 
 def summary(jobs: list[Job]) -> str:
-    counts = Counter(job.status() for job in jobs)
-    parts = [f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s]]
     hours = [j.gpu_hours * max(j.gpus, 1) for j in jobs if j.gpu_hours is not None]
     estimate = f", ~{sum(hours):.0f} GPU-hours in all" if len(hours) == len(jobs) and jobs else ""
-    return f"{len(jobs)} jobs ({', '.join(parts) or 'none'}){estimate}"
+    return f"{len(jobs)} jobs ({status_counts([job.status() for job in jobs]) or 'none'}){estimate}"

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from alphaadam.sweep.job import Job
-from alphaadam.sweep.local import final_status, start_job
+from alphaadam.sweep.local import final_status, start_job, taken_elsewhere
 from alphaadam.sweep.progress import SweepProgress
 
 POLL_S = 0.2
@@ -68,6 +68,11 @@ def run_pool(
             raise ValueError(f"job {job.name} needs {job.gpus} GPUs but the pool has {len(leases.devices)}")
     while pending or running:
         for job in list(pending):
+            if taken_elsewhere(job):
+                pending.remove(job)
+                statuses[job.name] = "running"
+                progress.skipped(job.name)
+                continue
             lease = leases.try_lease(max(job.gpus, 1))
             if lease is None:
                 continue

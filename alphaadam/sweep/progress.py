@@ -10,7 +10,7 @@ import time
 class SweepProgress:
     def __init__(self, total: int, stream=None):
         self.total, self.stream = total, stream or sys.stderr
-        self.done = self.failed = self.running = 0
+        self.done = self.failed = self.running = self.elsewhere = 0
         self.start = time.monotonic()
         self.lock = threading.Lock()
         self.tty = self.stream.isatty()
@@ -19,7 +19,8 @@ class SweepProgress:
         elapsed = time.monotonic() - self.start
         line = (
             f"[sweep] {self.done}/{self.total} done, {self.failed} failed, {self.running} running, "
-            f"{elapsed / 60:.1f} min{('  ' + note) if note else ''}"
+            + (f"{self.elsewhere} run by another process, " if self.elsewhere else "")
+            + f"{elapsed / 60:.1f} min{('  ' + note) if note else ''}"
         )
         if self.tty:
             self.stream.write("\r\033[K" + line)
@@ -36,8 +37,16 @@ class SweepProgress:
         with self.lock:
             self.running -= 1
             self.done += 1
-            self.failed += status not in ("completed", "diverged", "oom")
+            self.failed += status not in ("completed", "diverged", "oom", "running")
+            self.elsewhere += status == "running"  # lost the run's lock to another sweep: not a failure
             self._show(f"{name}: {status}")
+
+    def skipped(self, name: str) -> None:
+        """A job that another process took between planning and launch."""
+        with self.lock:
+            self.done += 1
+            self.elsewhere += 1
+            self._show(f"{name}: run by another process")
 
     def close(self) -> None:
         if self.tty:

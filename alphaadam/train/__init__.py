@@ -1,2 +1,3 @@
-"""Training-loop pieces that recipes share: configs, schedules, distributed set-up, precision,
-random state and checkpoints, divergence, measurements, progress output."""
+"""The engine of a training run, shared by every recipe: the run's life (``session``), the config
+keys every recipe has and validation (``config``), result.json's identity (``identity``), schedules,
+distributed set-up, precision, random state and checkpoints, divergence, measurements, progress."""

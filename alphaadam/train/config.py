@@ -1,4 +1,4 @@
-"""Structured-config schemas of the recipes, and their start-up validation.
+"""The config keys every recipe shares, and start-up validation against a recipe's schema.
 
 Hydra composes the YAML files under ``configs/``; :func:`validate` then merges the result into the
 recipe's schema, so a misspelt key or a value of the wrong type stops the run before any work with
@@ -10,41 +10,18 @@ The ``optimizer`` node is free-form: ``name`` is a registry name and every other
 that optimizer (see :func:`optimizer_settings`); the registry names any key it does not take.
 """
 
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from alphaadam.errors import ConfigError, error_line
 from alphaadam.optim import build_optimizer, optimizer_entry
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, misspelt, of the wrong type or out of range."""
-
-
-@dataclass
-class ModelConfig:
-    name: str = MISSING
-    n_layer: int = MISSING
-    n_head: int = MISSING
-    n_embd: int = MISSING
-    block_size: int = 1024
-    vocab_size: int | None = 50304  # None: the data's vocabulary rounded up to a multiple of 64
-    dropout: float = 0.0
-    bias: bool = False
-    lr: float = MISSING  # the learning rate the paper uses for this size (Table 5)
-    micro_batch_size: int = MISSING  # the per-device batch size the paper uses for this size
-
-
-@dataclass
-class DataConfig:
-    name: str = MISSING  # "embedded" (built on first use) or a prepared token directory's name
-    dir: str = MISSING
-    prepare: str = ""  # the command that prepares ``dir``, printed when it is missing
+from alphaadam.paths import CONFIG_DIR
 
 
 @dataclass
@@ -57,22 +34,19 @@ class SchedulerConfig:
 
 
 @dataclass
-class TrainerConfig:
-    max_steps: int = MISSING  # optimizer steps
-    tokens_per_step: int | None = None  # None: one micro-batch per process, no accumulation
-    micro_batch_size: int = MISSING
+class TrainerSettings:
+    """The ``trainer`` keys every recipe has (a recipe's trainer schema derives from this one)."""
+
     grad_clip: float = 1.0  # 0 disables clipping (the norm is still logged)
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = (
         "auto"  # auto (bf16 on GPUs that have it, else fp16; fp32 on CPU) | float32 | bfloat16 | float16
     )
     compile: bool = False  # torch.compile the model
-    eval_every: int = 0  # 0: only at eval_at_fractions (and step 0)
-    eval_batches: int = 20  # micro-batches in the fixed validation set
-    eval_at_fractions: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 1.0])
     log_every: int = 10
     mask_stats_every: int = 0  # 0: never; else alpha and mask density per tensor every N steps
-    checkpoint_every: int = 0  # 0: only at the end
+    checkpoint_every: int = 0  # steps; 0: only where the recipe checkpoints (its end, each epoch's)
+    keep_checkpoint: bool = True  # keep checkpoint.pt after the run ends (it is only needed to resume)
     max_loss: float = 20.0  # a training loss above this (or NaN/inf) ends the run as "diverged"
     progress: str = "auto"  # auto (a bar on a terminal, else lines) | bar | lines | none
     peak_flops: float | None = None  # per device, for MFU; None: looked up from the GPU's name
@@ -96,104 +70,19 @@ class RunConfig:
 
 
 @dataclass
-class PretrainGPTConfig:
+class RunSettings:
+    """The keys every recipe's config has: what :class:`~alphaadam.train.session.RunSession` and the
+    optimizer files read. A recipe's schema derives from it and adds its model, data and trainer."""
+
     experiment: str = MISSING
     seed: int = 0
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     lowrank_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # GaLore and LDAdam
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
     optimizer: dict[str, Any] = field(default_factory=dict)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     run: RunConfig = field(default_factory=RunConfig)
-
-
-# ---- recipes/finetune_glue.py ----------------------------------------------------------------------
-
-
-@dataclass
-class HFModelConfig:
-    name: str = MISSING  # short name for run labels and result.json, e.g. "roberta_base"
-    path: str = MISSING  # a Hugging Face hub id, or a local directory (model and tokenizer files)
-    revision: str | None = None  # hub commit, branch or tag; None: "main"
-    dropout: float | None = None  # hidden and attention dropout; None: the checkpoint's
-    classifier_dropout: float | None = None  # the classification head's; None: the checkpoint's
-
-
-@dataclass
-class GlueTaskConfig:
-    name: str = MISSING  # what result.json's identity.task records, e.g. "rte"
-    hub_config: str = MISSING  # configuration of the dataset repository, e.g. "rte"
-    text_columns: list[str] = MISSING  # one column (single sentence) or two (a pair)
-    label_column: str = "label"
-    num_labels: int = MISSING  # 1 for regression
-    regression: bool = False
-    metrics: list[str] = MISSING  # recorded at every evaluation
-    main_metric: str = MISSING  # picks the best evaluation (metrics.best)
-    train_split: str = "train"
-    eval_splits: list[str] = field(default_factory=lambda: ["validation"])
-    batch_size: int = MISSING  # examples per optimizer step
-
-
-@dataclass
-class GlueDataConfig:
-    hub_id: str = "nyu-mll/glue"
-    revision: str | None = None  # dataset repository commit; None: "main"
-    path: str | None = None  # local files instead of the hub (see alphaadam/data/glue.py)
-    max_length: int = 512  # tokens per example (pair included); longer inputs are truncated
-    pad_to_multiple_of: int | None = 8  # dynamic padding rounded up to this (tensor-core friendly)
-    max_train_samples: int | None = None  # use the first N training examples (smoke tests)
-    max_eval_samples: int | None = None  # and the first N of each evaluation split
-
-
-@dataclass
-class FinetuneTrainerConfig:
-    epochs: int = MISSING
-    micro_batch_size: int | None = None  # examples per forward pass; None: the whole batch
-    eval_batch_size: int = 64
-    eval_every: int = 0  # steps; 0: at the end of each epoch only (always at the end of each epoch)
-    grad_clip: float = 1.0  # 0 disables clipping (the norm is still logged)
-    device: str = "auto"  # auto | cpu | cuda
-    dtype: str = (
-        "auto"  # auto (bf16 on GPUs that have it, else fp16; fp32 on CPU) | float32 | bfloat16 | float16
-    )
-    compile: bool = False  # torch.compile the model
-    log_every: int = 10
-    mask_stats_every: int = 0  # 0: never; else alpha and mask density per tensor every N steps
-    checkpoint_every: int = 0  # steps; 0: at the end of each epoch only
-    keep_checkpoint: bool = False  # keep checkpoint.pt after the run ends (it is only needed to resume)
-    max_loss: float = 20.0  # a training loss above this (or NaN/inf) ends the run as "diverged"
-    progress: str = "auto"  # auto (a bar on a terminal, else lines) | bar | lines | none
-    peak_flops: float | None = None  # per device, for MFU; None: looked up from the GPU's name
-
-
-@dataclass
-class FinetuneGlueConfig:
-    experiment: str = MISSING
-    seed: int = 0
-    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    lowrank_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # GaLore and LDAdam
-    model: HFModelConfig = field(default_factory=HFModelConfig)
-    task: GlueTaskConfig = field(default_factory=GlueTaskConfig)
-    data: GlueDataConfig = field(default_factory=GlueDataConfig)
-    optimizer: dict[str, Any] = field(default_factory=dict)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    trainer: FinetuneTrainerConfig = field(default_factory=FinetuneTrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-
-
-# The schema of each recipe's entry config (configs/<recipe>.yaml).
-SCHEMAS = {"pretrain_gpt": PretrainGPTConfig, "finetune_glue": FinetuneGlueConfig}
-
-
-def schema_for(recipe: str) -> type:
-    try:
-        return SCHEMAS[recipe]
-    except KeyError:
-        raise ConfigError(f"no config schema for recipe {recipe!r}; known: {', '.join(SCHEMAS)}") from None
 
 
 CHOICES = {
@@ -205,53 +94,119 @@ CHOICES = {
     "logger.mode": (None, "online", "offline", "disabled"),
 }
 
-LOWER_BOUNDS = {
-    "trainer.max_steps": 1,
-    "trainer.micro_batch_size": 1,
-    "trainer.eval_batches": 1,
-    "trainer.log_every": 1,
-    "trainer.eval_every": 0,
-    "trainer.checkpoint_every": 0,
-    "trainer.mask_stats_every": 0,
-    "trainer.grad_clip": 0,
-    "model.block_size": 1,
-    "trainer.epochs": 1,
-    "trainer.eval_batch_size": 1,
-    "task.batch_size": 1,
-    "task.num_labels": 1,
-    "data.max_length": 4,
-    "data.pad_to_multiple_of": 1,
-    "data.max_train_samples": 1,
-    "data.max_eval_samples": 1,
+
+@dataclass(frozen=True)
+class Range:
+    """An interval a setting must lie in; ``open_low``/``open_high`` exclude the end point."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def holds(self, value) -> bool:
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'greater than' if self.open_low else 'at least'} {self.low:g}"
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+AT_LEAST_1, AT_LEAST_0, POSITIVE = Range(1), Range(0), Range(0, open_low=True)
+FRACTION, PROBABILITY = Range(0, 1), Range(0, 1, open_high=True)  # a beta or a dropout rate is < 1
+
+# The ranges of the settings every recipe has, by dotted key (a list's range applies to each item).
+# A recipe's schema adds its own in a ``RANGES`` class variable; optimizer hyper-parameters are in
+# OPTIMIZER_RANGES.
+RANGES = {
+    "seed": AT_LEAST_0,
+    "adam_betas": PROBABILITY,
+    "lowrank_betas": PROBABILITY,
+    "scheduler.warmup_steps": AT_LEAST_0,
+    "scheduler.warmup_fraction": PROBABILITY,
+    "scheduler.min_lr_ratio": FRACTION,  # below 0 the learning rate turns negative (gradient ascent)
+    "scheduler.decay_steps": AT_LEAST_1,
+    "trainer.log_every": AT_LEAST_1,
+    "trainer.checkpoint_every": AT_LEAST_0,
+    "trainer.mask_stats_every": AT_LEAST_0,
+    "trainer.grad_clip": AT_LEAST_0,
+    "trainer.max_loss": POSITIVE,
+    "trainer.peak_flops": POSITIVE,
+}
+
+# The hyper-parameters optimizers share, checked under ``optimizer.`` for any optimizer that takes them.
+OPTIMIZER_RANGES = {
+    "lr": POSITIVE,
+    "weight_decay": AT_LEAST_0,
+    "eps": POSITIVE,
+    "betas": PROBABILITY,
+    "momentum": PROBABILITY,
+    "dampening": FRACTION,
+    "rank": AT_LEAST_1,
+    "update_proj_gap": AT_LEAST_1,
+    "alpha_max": POSITIVE,
+    "scale": POSITIVE,
 }
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err)
-    msg = text.splitlines()[0] if text else type(err).__name__
-    key = getattr(err, "full_key", None)
-    return f"{key}: {msg}" if key and key not in msg else msg
+def check_ranges(node, ranges: dict[str, Range], prefix: str = "") -> None:
+    """ConfigError for the first setting of ``node`` outside its range, with the range."""
+    for key, allowed in ranges.items():
+        value = OmegaConf.select(node, key) if isinstance(node, DictConfig) else node.get(key)
+        items = list(value) if isinstance(value, (list, tuple)) or OmegaConf.is_list(value) else [value]
+        for item in items:
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and not allowed.holds(item):
+                shown = f"{prefix}{key}={value}" if len(items) == 1 else f"{prefix}{key}={list(items)}"
+                raise ConfigError(f"{shown} must be {allowed}")
 
 
-def validate(cfg: DictConfig, schema: type = PretrainGPTConfig) -> DictConfig:
-    """``cfg`` resolved and merged into ``schema``: every key known, typed, and set."""
+def check_groups(cfg: DictConfig, schema: type, config_dir: Path = CONFIG_DIR) -> None:
+    """A group option meant for another recipe (``model=roberta_base`` in the GPT recipe) is named
+    as such, before its interpolations fail on keys this recipe does not have."""
+    for name, kind in typing.get_type_hints(schema).items():
+        node = cfg.get(name) if isinstance(cfg, DictConfig) else None
+        if not (is_dataclass(kind) and isinstance(node, DictConfig)):
+            continue
+        known = {f.name for f in fields(kind)}
+        extra = set(node.keys()) - known
+        if not extra:
+            continue
+        keys = {
+            p.stem: set(yaml.safe_load(p.read_text()) or {}) - {"defaults"}
+            for p in (Path(config_dir) / name).glob("*.yaml")
+        }
+        if not any(extra <= k for k in keys.values()):
+            continue  # a misspelt key, not another recipe's option: the schema names it
+        options = sorted(name for name, k in keys.items() if k <= known)
+        extra = sorted(extra)
+        raise ConfigError(
+            f"{name}: this recipe's {name} has no {', '.join(extra)}, so the {name} "
+            f"chosen is for another recipe; choose one of: {', '.join(options) or '(none found)'}"
+        )
+
+
+def validate(cfg: DictConfig, schema: type) -> DictConfig:
+    """``cfg`` resolved and merged into ``schema`` (a recipe's ``SCHEMA``): every key known, typed,
+    set, one of its choices and within its range (the engine's ``RANGES`` and the schema's)."""
+    check_groups(cfg, schema)
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
         plain.pop("hydra", None)
         typed = OmegaConf.merge(OmegaConf.structured(schema), plain)
         missing = sorted(OmegaConf.missing_keys(typed))
     except OmegaConfBaseException as err:
-        raise ConfigError(f"invalid config: {_first_line(err)}") from None
+        raise ConfigError(error_line(err, "invalid config")) from None
     if missing:
         raise ConfigError(f"config keys without a value: {', '.join(missing)}")
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(typed, key, default="<absent>")
         if value != "<absent>" and value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, allowed))}")
-    for key, low in LOWER_BOUNDS.items():
-        value = OmegaConf.select(typed, key)
-        if value is not None and value < low:
-            raise ConfigError(f"{key}={value} must be at least {low}")
+    check_ranges(typed, {**RANGES, **getattr(schema, "RANGES", {})})
     if "optimizer" in typed:
         optimizer_settings(typed.optimizer)
     return typed
@@ -273,6 +228,7 @@ def optimizer_settings(node) -> tuple[str, dict]:
             f"optimizer {name!r} does not take {', '.join(f'optimizer.{k}' for k in unknown)}; "
             f"it takes: {', '.join(sorted(entry.accepts))}"
         )
+    check_ranges(settings, OPTIMIZER_RANGES, prefix="optimizer.")
     return name, settings
 
 

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from alphaadam.errors import UserError
 
-class DeviceUnavailable(RuntimeError):
+
+class DeviceUnavailable(UserError, RuntimeError):
     """The config asks for a device this machine does not have."""
 
 
@@ -45,6 +47,12 @@ def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.devic
             "Run it on a GPU node, or pass trainer.device=cpu to run it (slowly) on the CPU."
         )
     return torch.device("cpu")
+
+
+def device_summary(device: torch.device) -> str:
+    """What a run would use here, for preflight lines: "2 GPU(s)" or "CPU"."""
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    return f"{gpus} GPU(s)" if gpus else "CPU"
 
 
 def setup(preference: str = "auto") -> Distributed:

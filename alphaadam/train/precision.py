@@ -46,6 +46,11 @@ def resolve_dtype(name: str, device: torch.device) -> str:
 
 
 def make_precision(name: str, device: torch.device) -> Precision:
+    """The precision ``name`` asks for on ``device``; on a GPU, float32 matrix products that remain
+    (outside autocast, or in float32 runs) use TF32 tensor cores."""
     name = resolve_dtype(name, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     scaler = torch.amp.GradScaler(device.type, enabled=name == "float16")
     return Precision(name, device.type, scaler)

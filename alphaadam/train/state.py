@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from alphaadam.runs.files import save_torch
+from alphaadam.runs.files import UnreadableRunFile, save_torch
 
 
 def seed_everything(seed: int) -> None:
@@ -38,24 +38,26 @@ def set_rng_state(state: dict, device: torch.device | None = None) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DistributedDataParallel and torch.compile wrappers."""
-    while True:
-        if hasattr(model, "module"):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
-
-
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write atomically: a kill during the write leaves the previous checkpoint intact."""
     save_torch(path, state)
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict | None:
+    """The checkpoint, or None without one; an unreadable one is an error, never a silent restart."""
     if not Path(path).is_file():
         return None
-    # Our own file: it holds optimizer states that may contain plain Python objects.
-    return torch.load(path, map_location=device, weights_only=False)
+    try:
+        # Our own file: it holds optimizer states that may contain plain Python objects.
+        checkpoint = torch.load(path, map_location=device, weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as err:
+        raise UnreadableRunFile(
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0]}): "
+            "restore it, or delete it to start the run over"
+        ) from None
+    if not isinstance(checkpoint, dict) or "step" not in checkpoint:
+        raise UnreadableRunFile(
+            f"checkpoint {path} is not a checkpoint of this harness: restore it, or delete it to "
+            "start the run over"
+        )
+    return checkpoint

@@ -3,7 +3,8 @@
 from pathlib import Path
 
 import pytest
-from report_fixtures import ablation_runs, ablation_spec
+
+from tests.report.report_fixtures import ablation_runs, ablation_spec
 
 REPO = Path(__file__).resolve().parents[2]
 

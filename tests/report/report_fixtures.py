@@ -1,5 +1,5 @@
-"""Run directories written by hand (result.json + metrics.jsonl) for the report tests and the README
-example. Numbers are made up; only their shape follows alphaadam/runs/result.py.
+"""Run directories written by hand (result.json + metrics.jsonl) for the report tests and the
+example in docs/reports.md. Numbers are made up; only their shape follows alphaadam/runs/result.py.
 
     PYTHONPATH=. python tests/report/report_fixtures.py DIR   # writes the example runs under DIR
 """

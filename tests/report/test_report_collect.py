@@ -2,10 +2,10 @@ import json
 
 import pandas as pd
 import pytest
-from report_fixtures import write_run
 
 from alphaadam.report.collect import collect, load_result, write_index
 from alphaadam.report.errors import ResultFileError
+from tests.report.report_fixtures import write_run
 
 
 def test_collect_flattens_every_result(ablation):

@@ -2,12 +2,12 @@ import json
 
 import pytest
 import yaml
-from report_fixtures import GLUE_SPEC, glue_runs, write_run
 
 from alphaadam.report.collect import collect
 from alphaadam.report.errors import MetricsFileError, ReportError
 from alphaadam.report.figures import bench_figure, curve, make_figures, read_metrics
 from alphaadam.report.spec import load_spec, parse_spec
+from tests.report.report_fixtures import GLUE_SPEC, glue_runs, write_run
 
 
 def assert_images(paths, stems):

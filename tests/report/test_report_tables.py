@@ -1,12 +1,14 @@
 import re
 
+import pytest
 import yaml
-from report_fixtures import GLUE_SPEC, glue_runs, write_run
 
-from alphaadam.report.build import write_tables
+from alphaadam.report.build import collect_index, write_tables
 from alphaadam.report.collect import collect
+from alphaadam.report.errors import ReportError
 from alphaadam.report.spec import load_spec, parse_spec
 from alphaadam.report.tables import build_table, to_latex, to_markdown
+from tests.report.report_fixtures import GLUE_SPEC, glue_runs, write_run
 
 ABLATION_MD = """\
 **Fixture: validation loss**
@@ -142,6 +144,7 @@ def test_table2_against_the_published_numbers(tmp_path, in_repo):
 
 
 def test_paper_tables_build_without_any_run(tmp_path, in_repo):
+    (tmp_path / "none").mkdir()  # a study root with no run yet: the published numbers and "—"
     paths = write_tables(roots=[tmp_path / "none"], out_dir=tmp_path / "paper", log=lambda _: None)
     names = sorted(p.name for p in paths)
     assert "table1_glue.md" in names and "table3_ablation.tex" in names and "demo.md" not in names
@@ -150,3 +153,20 @@ def test_paper_tables_build_without_any_run(tmp_path, in_repo):
     assert "| *paper (Δ)* | 88.97 | 90.42 | 57.25 | 71.49 | 93.35 | 92.18 | 91.76 | 83.63 |" in text
     check_latex((tmp_path / "paper" / "table1_glue.tex").read_text(), columns=9)
     check_latex((tmp_path / "paper" / "table2_gsm8k.tex").read_text(), columns=3)
+
+
+def test_a_missing_run_root_or_an_unknown_metric_is_an_error(tmp_path, in_repo):
+    with pytest.raises(ReportError, match=r"run root .*typo does not exist: run the study first"):
+        write_tables(["table3_ablation"], roots=[tmp_path / "typo"], out_dir=tmp_path / "out")
+    with pytest.raises(ReportError, match=r"run root .*typo does not exist"):
+        collect_index([tmp_path / "typo"], tmp_path / "index", log=lambda _: None)
+    runs = tmp_path / "runs"
+    write_run(runs / "a", optimizer="adamw", lr=1e-3, seed=0, final=3.0)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: typo\ntitle: t\nrows: {key: optimizer, header: Method}\n"
+        "columns: [{label: Final, metric: metrics.final.val_los}]\n"
+        "values: {higher_is_better: false}\nselection: {metric: metrics.final.val_loss}\n"
+    )
+    with pytest.raises(ReportError, match=r"column 'Final' reads 'metrics.final.val_los', which no run"):
+        write_tables([spec], roots=[runs], out_dir=tmp_path / "out", log=lambda _: None)
