@@ -1,14 +1,17 @@
 """Optimizer step time and state bytes per parameter on GPT-2-small-shaped tensors.
 
-    python scripts/bench_optim.py                    # every optimizer, GPT-2 124M shapes (~15 min, 2 cores)
+    python scripts/bench_optim.py                    # every registered optimizer, GPT-2 124M shapes
     python scripts/bench_optim.py --scale 0.25       # a quick run on a narrower, shallower model
     python scripts/bench_optim.py --names alphaadam cadamw adamw_foreach --rounds 10
 
 Every optimizer is built with ``build_optimizer(model, name, **settings)`` where the settings are
 ``configs/optimizer/<name>.yaml`` (minus ``name`` and ``lr``), on one shared model, and timed against
 torch's fastest AdamW, ``torch.optim.AdamW(fused=True)``, in the same process, interleaved round by
-round so that machine noise hits all of them alike. A step is timed alone: the gradients are
-restored (untimed) before each one, since AlphaAdam's step consumes them. Reported: the median (and
+round so that machine noise hits all of them alike. A step is timed alone: before each one its
+gradients are copied in (untimed) from a pool of ``--pool`` independent random gradients, taken in
+turn, so that the momentum agrees with about half of each new gradient, as in training (restoring
+the same gradients every step would fill the mask: density 1). The mean mask density the masked
+optimizers saw is printed and recorded. Reported: the median (and
 minimum) wall-clock step time and the median process CPU time, their ratios to fused AdamW, the
 untimed warm-up (first steps: torch.compile of AlphaAdam's kernels, state allocation), and the
 bytes of every tensor in ``optimizer.state`` (quantised ones included, shared tensors counted once)
@@ -16,7 +19,8 @@ per model parameter. GaLore recomputes its SVD only every ``update_proj_gap`` st
 the timed cost of a refresh step, amortised over the gap. LDAdam keeps its error buffers in
 ``p.grad``, which ``optimizer.zero_grad()`` does not free: those bytes are reported separately.
 
-Writes results/bench/optim_step.json.
+Writes results/bench/optim_step.json, with the CPU's model and flags and the vector extension
+AlphaAdam's C kernels were built for (``$ALPHAADAM_MARCH`` picks another build, e.g. ``x86-64-v3``).
 """
 
 from __future__ import annotations
@@ -37,23 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from alphaadam.optim import build_optimizer  # noqa: E402
+from alphaadam.optim import available_optimizers, build_optimizer, native  # noqa: E402
 
-OPTIMIZERS = (
-    "alphaadam",
-    "cadamw",
-    "adamw_foreach",
-    "galore",
-    "ldadam",
-    "adam_mini",
-    "adam8bit",
-    "microadam",
-    "adalomo",
-    "sinkgd",
-    "swan",
-    "adapprox",
-)
 REFERENCE = "adamw_fused"
+# Every registered optimizer ("adamw" is the reference itself), plus torch's foreach AdamW.
+OPTIMIZERS = (*(n for n in available_optimizers() if n != "adamw"), "adamw_foreach")
 
 
 def gpt2_shapes(scale: float = 1.0) -> tuple[list[tuple[str, tuple[int, ...]]], SimpleNamespace]:
@@ -121,21 +113,66 @@ def restore_grads(model: nn.Module, grads: list[torch.Tensor]) -> None:
             p.grad.copy_(g)  # in place: LDAdam's buffer object stays the same
 
 
-def time_steps(
-    optimizer, model: nn.Module, grads: list[torch.Tensor], steps: int
-) -> list[tuple[float, float]]:
-    """(wall, process CPU) seconds of each of ``steps`` calls of ``optimizer.step()``.
+class GradientPool:
+    """Independent random gradients, handed to each optimizer in turn (its own turn counter)."""
 
-    The gradients are restored (untimed) before each call. The CPU time sums this process's
-    threads; on a machine shared with other jobs it is less disturbed than the wall time.
+    def __init__(self, model: nn.Module, size: int):
+        self.model = model
+        self.grads = [make_grads(model, seed=1 + k) for k in range(size)]
+        self.turns: dict[int, int] = {}
+
+    def load_next(self, optimizer) -> None:
+        turn = self.turns.get(id(optimizer), 0)
+        self.turns[id(optimizer)] = turn + 1
+        restore_grads(self.model, self.grads[turn % len(self.grads)])
+
+
+def mask_density(optimizer) -> float | None:
+    """Element-weighted mean mask density of the last step, for optimizers that record one."""
+    kept = total = 0.0
+    for p, state in optimizer.state.items():
+        if "mask_density" in state:
+            kept += float(state["mask_density"]) * p.numel()
+            total += p.numel()
+    return kept / total if total else None
+
+
+def time_steps(optimizer, pool: GradientPool, steps: int) -> list[tuple[float, float, float | None]]:
+    """(wall, process CPU seconds, mask density) of each of ``steps`` calls of ``optimizer.step()``.
+
+    The next gradients of the pool are copied in (untimed) before each call. The CPU time sums this
+    process's threads; on a machine shared with other jobs it is less disturbed than the wall time.
     """
     times = []
     for _ in range(steps):
-        restore_grads(model, grads)
+        pool.load_next(optimizer)
         wall, cpu = time.perf_counter(), time.process_time()
         optimizer.step()
-        times.append((time.perf_counter() - wall, time.process_time() - cpu))
+        times.append((time.perf_counter() - wall, time.process_time() - cpu, mask_density(optimizer)))
     return times
+
+
+def cpu_record() -> dict:
+    """The CPU's model and flags, and the vector extension AlphaAdam's C kernels were built for."""
+    info = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = info.get("flags", info.get("Features", "")).split()
+    try:
+        kernels = native.isa()
+    except native.NativeUnavailable as err:
+        kernels = f"unavailable: {err}"
+    return {
+        "model": info.get("model name", platform.processor() or platform.machine()),
+        "avx512f": "avx512f" in flags,
+        "avx2": "avx2" in flags,
+        "flags": flags,
+        "c_kernel_isa": kernels,
+    }
 
 
 def _tensors(value):
@@ -195,14 +232,14 @@ def build(name: str, model: nn.Module, settings: dict):
     return build_optimizer(model, name, lr=1e-4, **settings)
 
 
-def _galore_refresh_times(optimizer, model, grads, steps: int) -> list[float]:
+def _galore_refresh_times(optimizer, pool, steps: int) -> list[tuple[float, float, float | None]]:
     """Step times with every GaLore projector forced to recompute its SVD."""
     projectors = [s["projector"] for s in optimizer.state.values() if "projector" in s]
     gaps = [p.update_proj_gap for p in projectors]
     for p in projectors:
         p.update_proj_gap = 1
     try:
-        return time_steps(optimizer, model, grads, steps)
+        return time_steps(optimizer, pool, steps)
     finally:
         for p, gap in zip(projectors, gaps, strict=True):
             p.update_proj_gap = gap
@@ -214,51 +251,58 @@ def main(argv=None) -> dict:
     parser.add_argument("--names", nargs="*", default=list(OPTIMIZERS))
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per optimizer and round")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--pool", type=int, default=4, help="independent random gradients taken in turn (1: the same each step)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "optim_step.json")
     args = parser.parse_args(argv)
 
     shapes, config = gpt2_shapes(args.scale)
     model = shaped_model(shapes, config)
     n_params = sum(p.numel() for p in model.parameters())
-    grads = make_grads(model)
+    pool = GradientPool(model, args.pool)
     names = [REFERENCE, *args.names]
     settings = {n: ({} if n in (REFERENCE, "adamw_foreach") else load_settings(n)) for n in names}
+    cpu = cpu_record()
     print(
         f"{n_params / 1e6:.1f}M parameters ({len(shapes)} tensors), torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads, {cpu['model']} (AVX-512: {cpu['avx512f']}), "
+        f"C kernels built for {cpu['c_kernel_isa']}"
     )
 
     optimizers, times, refresh, warmup = {}, {n: [] for n in names}, {}, {}
     for name in names:  # all share the model's parameters; each keeps its own state
         optimizers[name] = build(name, model, settings[name])
-        warmup[name] = sum(w for w, _ in time_steps(optimizers[name], model, grads, args.warmup))
+        warmup[name] = sum(w for w, _, _ in time_steps(optimizers[name], pool, args.warmup))
     for _ in range(args.rounds):
         for name in names:
-            times[name] += time_steps(optimizers[name], model, grads, args.steps)
+            times[name] += time_steps(optimizers[name], pool, args.steps)
     if "galore" in names:
-        refresh["galore"] = _galore_refresh_times(optimizers["galore"], model, grads, max(3, args.steps))
+        refresh["galore"] = _galore_refresh_times(optimizers["galore"], pool, max(3, args.steps))
 
     rows = {}
     for name in names:
-        wall = [w for w, _ in times[name]]
-        cpu = [c for _, c in times[name]]
-        summary = {"median": statistics.median(wall), "min": min(wall), "cpu_median": statistics.median(cpu)}
+        wall = [w for w, _, _ in times[name]]
+        cpu_s = [c for _, c, _ in times[name]]
+        densities = [d for _, _, d in times[name] if d is not None]
+        summary = {"median": statistics.median(wall), "min": min(wall), "cpu_median": statistics.median(cpu_s)}
         if name in refresh:  # amortise GaLore's SVD refresh over its gap
             gap = settings[name].get("update_proj_gap", 200)
-            summary["refresh_median"] = statistics.median(w for w, _ in refresh[name])
-            summary["refresh_cpu_median"] = statistics.median(c for _, c in refresh[name])
+            summary["refresh_median"] = statistics.median(w for w, _, _ in refresh[name])
+            summary["refresh_cpu_median"] = statistics.median(c for _, c, _ in refresh[name])
             summary["median"] += (summary["refresh_median"] - summary["median"]) / gap
-            summary["min"] += (min(w for w, _ in refresh[name]) - summary["min"]) / gap
+            summary["min"] += (min(w for w, _, _ in refresh[name]) - summary["min"]) / gap
             summary["cpu_median"] += (summary["refresh_cpu_median"] - summary["cpu_median"]) / gap
         rows[name] = {
             "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings[name].items()},
             "step_s": summary,
             "step_s_samples": wall,
-            "step_cpu_s_samples": cpu,
+            "step_cpu_s_samples": cpu_s,
+            "mask_density_mean": statistics.fmean(densities) if densities else None,
             "warmup_s": warmup[name],
             "state_bytes": state_bytes(optimizers[name]),
-            "kept_grad_bytes": kept_grad_bytes(optimizers[name], model, grads),
+            "kept_grad_bytes": kept_grad_bytes(optimizers[name], model, pool.grads[0]),
         }
     base = rows[REFERENCE]["step_s"]
     for row in rows.values():
@@ -274,6 +318,7 @@ def main(argv=None) -> dict:
             "ratio_vs_fused_adamw": row["step_time_vs_fused_adamw"]["median"],
             "cpu_ratio_vs_fused_adamw": row["step_time_vs_fused_adamw"]["cpu_median"],
             "state_bytes_per_param": row["state_bytes_per_param"],
+            "mask_density_mean": row["mask_density_mean"],
         }
         for name, row in rows.items()
     ]
@@ -289,6 +334,8 @@ def main(argv=None) -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
+        "cpu": cpu,
+        "gradient_pool": args.pool,
         "rounds": args.rounds,
         "steps_per_round": args.steps,
         "reference": "torch.optim.AdamW(fused=True)",
@@ -300,15 +347,19 @@ def main(argv=None) -> dict:
 
     print(
         f"{'':<14} {'step s':>8} {'x fused AdamW: median':>22} {'min':>7} {'cpu':>7} {'state B/param':>14}"
-        f" {'kept grad B/param':>18} {'warm-up s':>10}"
+        f" {'kept grad B/param':>18} {'warm-up s':>10} {'mask density':>13}"
     )
     for name, row in rows.items():
         ratio = row["step_time_vs_fused_adamw"]
         print(
             f"{name:<14} {row['step_s']['median']:>8.3f} {ratio['median']:>22.2f} {ratio['min']:>7.2f} "
             f"{ratio['cpu_median']:>7.2f} {row['state_bytes_per_param']:>14.3f} "
-            f"{row['kept_grad_bytes_per_param']:>18.3f} {row['warmup_s']:>10.1f}"
+            f"{row['kept_grad_bytes_per_param']:>18.3f} {row['warmup_s']:>10.1f} "
+            + (f"{density:>13.2f}" if (density := row["mask_density_mean"]) is not None else f"{'-':>13}")
         )
+    densities = [r["mask_density_mean"] for r in rows.values() if r["mask_density_mean"] is not None]
+    if densities:
+        print(f"mean mask density seen: {statistics.fmean(densities):.2f} (realistic: 0.4-0.7)")
     print(f"wrote {args.out}")
     return result
 

@@ -12,10 +12,10 @@ from tests.optim_helpers import make_params, max_difference, run, two_groups
 STEPS = 50
 
 
-def trajectory(cls, steps=STEPS, sgd=None, **options):
+def trajectory(cls, steps=STEPS, sgd=None, backend="eager", **options):
     params = make_params()
     sgd = sgd or dict(momentum=0.9)
-    extra = dict(backend="eager") if cls is AlphaSGD else {}
+    extra = dict(backend=backend) if cls is AlphaSGD else {}
     opt = cls(two_groups(params), **sgd, **extra, **options)
     return run(opt, params, steps), opt
 
@@ -28,9 +28,13 @@ SGD_SETTINGS = [
 ]
 
 
+BACKENDS = ("eager", "native")  # native: the C kernels (momentum > 0), else compiled as with "auto"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("sgd", SGD_SETTINGS)
-def test_unmasked_equals_torch_sgd(sgd):
-    ours, _ = trajectory(AlphaSGD, sgd=sgd, mask="none", compensation="none")
+def test_unmasked_equals_torch_sgd(sgd, backend):
+    ours, _ = trajectory(AlphaSGD, sgd=sgd, backend=backend, mask="none", compensation="none")
     params = make_params()
     reference = run(torch.optim.SGD(two_groups(params), **sgd, foreach=False), params, STEPS)
     assert max_difference(ours, reference) < 1e-13
@@ -44,18 +48,20 @@ def test_unmasked_equals_torch_sgd(sgd):
         )
     ),
 )
-def test_fast_equals_reference(mask, compensation, strict, empty):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fast_equals_reference(mask, compensation, strict, empty, backend):
     options = dict(mask=mask, compensation=compensation, mask_strict=strict, empty_mask=empty)
-    fast, opt = trajectory(AlphaSGD, **options)
+    fast, opt = trajectory(AlphaSGD, backend=backend, **options)
     ref, ref_opt = trajectory(ReferenceAlphaSGD, **options)
     assert max_difference(fast, ref) < 1e-12
     for s_fast, s_ref in zip(opt.state.values(), ref_opt.state.values(), strict=True):
         assert s_fast["alpha"].item() == pytest.approx(s_ref["alpha"], rel=1e-6)
 
 
-def test_nesterov_and_dampening_equal_reference():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nesterov_and_dampening_equal_reference(backend):
     for sgd in SGD_SETTINGS[1:3]:
-        fast, _ = trajectory(AlphaSGD, sgd=sgd)
+        fast, _ = trajectory(AlphaSGD, sgd=sgd, backend=backend)
         ref, _ = trajectory(ReferenceAlphaSGD, sgd=sgd)
         assert max_difference(fast, ref) < 1e-12
 

@@ -85,10 +85,6 @@ def test_a_failing_part_is_a_row_and_the_exit_status(tmp_path, eager, monkeypatc
     assert any(r["part"] == "launches" for r in record["rows"])  # the next part still ran
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AlphaAdam on fully_shard-ed parameters is issue 11 point 3 (branch h11dist): drop the mark there",
-)
 def test_smoke_fsdp2_part_matches_the_unsharded_model(tmp_path, eager):
     code, record = smoke(tmp_path, ["fsdp2"])
     assert code == 0, record["rows"]

@@ -4,8 +4,8 @@ and what happens without a C compiler. (test_alphaadam.py runs every identity th
 import pytest
 import torch
 
-from alphaadam.optim import AlphaAdam, kernels, native
-from alphaadam.optim.reference import ReferenceAlphaAdam
+from alphaadam.optim import AlphaAdam, AlphaSGD, kernels, native
+from alphaadam.optim.reference import ReferenceAlphaAdam, ReferenceAlphaSGD
 from tests.optim_helpers import make_params, max_difference, run, two_groups
 
 ADAM = dict(betas=(0.9, 0.95), eps=1e-8)
@@ -29,6 +29,16 @@ def test_blocked_kernels_equal_reference(dtype, tolerance):
     fast = run(AlphaAdam(two_groups(params), **ADAM, backend="native"), params, 20)
     params = make_params(dtype, shapes=LARGE)
     ref = run(ReferenceAlphaAdam(two_groups(params), **ADAM), params, 20)
+    assert max_difference(fast, ref) < tolerance
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_blocked_sgd_kernels_equal_reference(dtype, tolerance):
+    sgd = dict(lr=0.01, momentum=0.9, weight_decay=0.1)
+    params = make_params(dtype, shapes=LARGE)
+    fast = run(AlphaSGD(two_groups(params), **sgd, backend="native"), params, 20)
+    params = make_params(dtype, shapes=LARGE)
+    ref = run(ReferenceAlphaSGD(two_groups(params), **sgd), params, 20)
     assert max_difference(fast, ref) < tolerance
 
 

@@ -1,4 +1,5 @@
-"""AlphaAdam's two passes as C kernels for CPU tensors, built on first use (``native/masked_adam.c``).
+"""AlphaAdam's and AlphaSGD's two passes as C kernels for CPU tensors, built on first use
+(``native/masked_adam.c``).
 
 Why by hand: on a CPU, the torch.compile path costs two compiled calls per tensor (about 85 µs each
 of guards and wrappers, which GPT-2's 98 small tensors feel) and Inductor's loops for these passes
@@ -7,7 +8,10 @@ a whole-tensor reduction between its passes. The C file handles every tensor of 
 per pass, in parallel over fixed blocks (results do not depend on the thread count).
 
 The library is compiled with the system C compiler (``$CC``, else ``cc``) into
-``$ALPHAADAM_CACHE_DIR`` (default ``~/.cache/alphaadam``), once per source, compiler and CPU.
+``$ALPHAADAM_CACHE_DIR`` (default ``~/.cache/alphaadam``), once per source, compiler and CPU, for the
+CPU it runs on (``-march=native``: AVX-512 where the CPU has it, AVX2 where not). ``$ALPHAADAM_MARCH``
+names another target (e.g. ``x86-64-v3``, an AVX2-only build); a compiler that rejects ``-march``
+gets a generic build.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("native") / "masked_adam.c"
-# -fno-math-errno lets sqrt vectorise; no flag that reorders or approximates arithmetic is used.
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared"]
+# -fno-math-errno lets sqrt vectorise. -fno-trapping-math lets gcc turn the mask's select into a
+# vector blend: without it the loops stay scalar on CPUs without AVX-512 (whose masked instructions
+# cannot trap), 4-10x slower. Neither changes a result; no flag that reorders or approximates
+# arithmetic is used.
+FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
 DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 MASK_CODES = {"async": 0, "sync": 1, "none": 2}
 # Per-tensor hyper-parameters of pass 1, in the order of the C file's HP_* indices.
@@ -73,13 +80,19 @@ def _compile(compiler: str, flags: list[str], target: Path) -> None:
             os.unlink(tmp)
 
 
+def _attempts() -> list[list[str]]:
+    """Flag sets to try in turn: OpenMP runs the blocks on torch's threads (a compiler without it
+    still gives a serial kernel); a compiler without ``-march`` for this CPU gets a generic build."""
+    march = [f"-march={os.environ.get('ALPHAADAM_MARCH', 'native')}"]
+    return [FLAGS + march + ["-fopenmp"], FLAGS + march, FLAGS + ["-fopenmp"], FLAGS]
+
+
 @functools.cache
 def library() -> ctypes.CDLL:
     """The compiled kernels; raises :class:`NativeUnavailable` with the reason when they cannot be built."""
     compiler = os.environ.get("CC", "cc")
     failures = []
-    # OpenMP runs the blocks on torch's threads; a compiler without it still gives a serial kernel.
-    for flags in (FLAGS + ["-fopenmp"], FLAGS):
+    for flags in _attempts():
         key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, *flags, _cpu_flags()]).encode())
         target = cache_dir() / f"masked_adam-{key.hexdigest()[:16]}.so"
         try:
@@ -101,8 +114,17 @@ def library() -> ctypes.CDLL:
         pass1.argtypes = [ctypes.c_int, pointers, pointers, pointers, address, address]
         pass1.argtypes += [ctypes.c_int, ctypes.c_int, address, ctypes.c_int]
         pass2.argtypes = [ctypes.c_int, pointers, pointers, address, address, address, ctypes.c_int]
-        pass1.restype = pass2.restype = ctypes.c_int
+        sgd = getattr(lib, f"alphasgd_pass_{suffix}")
+        sgd.argtypes = [ctypes.c_int, pointers, pointers, pointers, address, address]
+        sgd.argtypes += [ctypes.c_int, ctypes.c_int, ctypes.c_int, address, ctypes.c_int]
+        pass1.restype = pass2.restype = sgd.restype = ctypes.c_int
+    lib.alphaadam_isa.restype = ctypes.c_char_p
     return lib
+
+
+def isa() -> str:
+    """The vector extension the loaded kernels were built for: ``"avx512"``, ``"avx2"``, ...."""
+    return library().alphaadam_isa().decode()
 
 
 def _addresses(tensors: list[torch.Tensor]):
@@ -112,6 +134,10 @@ def _addresses(tensors: list[torch.Tensor]):
 def _check(code: int) -> None:
     if code != 0:
         raise MemoryError("AlphaAdam's CPU kernel could not allocate its block table")
+
+
+def _sizes(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.tensor([t.numel() for t in tensors], dtype=torch.int64)
 
 
 def adam_direction_pass(
@@ -129,7 +155,7 @@ def adam_direction_pass(
     ``sum u^2``, ``sum (M * u)^2`` and ``sum M``, one entry per tensor.
     """
     out = torch.zeros(len(grads), 3, dtype=torch.float64)
-    sizes = torch.tensor([g.numel() for g in grads], dtype=torch.int64)
+    sizes = _sizes(grads)
     hyper = hyper.to(torch.float64).contiguous()
     kernel = getattr(library(), f"alphaadam_pass1_{DTYPES[grads[0].dtype]}")
     _check(
@@ -153,7 +179,7 @@ def apply_update(
     params: list[torch.Tensor], directions: list[torch.Tensor], step: torch.Tensor, decay: torch.Tensor
 ) -> None:
     """Pass 2: ``param <- param * decay - step * direction`` per tensor (``step``, ``decay``: vectors)."""
-    sizes = torch.tensor([p.numel() for p in params], dtype=torch.int64)
+    sizes = _sizes(params)
     step, decay = step.to(torch.float64).contiguous(), decay.to(torch.float64).contiguous()
     kernel = getattr(library(), f"alphaadam_pass2_{DTYPES[params[0].dtype]}")
     _check(
@@ -167,3 +193,44 @@ def apply_update(
             torch.get_num_threads(),
         )
     )
+
+
+# Per-tensor columns of AlphaSGD's table, in the order of the C file's SGD_* indices.
+SGD_COLUMNS = ("momentum", "grad_weight", "weight_decay", "nesterov", "buffer_weight", "step", "keep_all")
+
+
+def sgd_pass(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    buffers: list[torch.Tensor],
+    table: torch.Tensor,
+    *,
+    mask: str,
+    strict: bool,
+    weight_decay: bool,
+    update: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """One of AlphaSGD's passes over same-dtype tensors; ``table`` is float64 (n, 7), columns
+    :data:`SGD_COLUMNS`. The first (``update=False``) returns float64 vectors ``sum u^2``,
+    ``sum (M * u)^2`` and ``sum M``; the second writes the buffers and the parameters
+    (``p <- p - step * u`` where the mask or ``keep_all`` holds). ``weight_decay``: whether any
+    tensor has a nonzero one (the kernel then reads the parameters to form ``g + wd * p``)."""
+    out = None if update else torch.zeros(len(params), 3, dtype=torch.float64)
+    kernel = getattr(library(), f"alphasgd_pass_{DTYPES[params[0].dtype]}")
+    table, sizes = table.to(torch.float64).contiguous(), _sizes(params)  # alive during the call
+    _check(
+        kernel(
+            len(params),
+            _addresses(params),
+            _addresses(grads),
+            _addresses(buffers),
+            sizes.data_ptr(),
+            table.data_ptr(),
+            MASK_CODES[mask],
+            int(strict),
+            int(weight_decay),
+            None if out is None else out.data_ptr(),
+            torch.get_num_threads(),
+        )
+    )
+    return None if out is None else out.unbind(1)

@@ -1,12 +1,18 @@
-/* AlphaAdam's two passes over many CPU tensors in one call each (see alphaadam/optim/native.py).
+/* The masked steps of AlphaAdam and AlphaSGD over many CPU tensors, one call per pass
+   (see alphaadam/optim/native.py).
 
-Pass 1, per tensor: update the Adam moments, compute the bias-corrected direction u and the mask M,
-leave M * u in the gradient buffer, and reduce sum(u^2), sum((M * u)^2) and sum(M).
-Pass 2, per tensor: theta <- theta * decay - step * (M * u), with step = lr * alpha.
+AlphaAdam, pass 1 per tensor: update the Adam moments, compute the bias-corrected direction u and the
+mask M, leave M * u in the gradient buffer, and reduce sum(u^2), sum((M * u)^2) and sum(M).
+AlphaAdam, pass 2 per tensor: theta <- theta * decay - step * (M * u), with step = lr * alpha.
+AlphaSGD, pass 1 reads only (the gradient stays intact) and reduces the same sums; pass 2 recomputes
+torch.optim.SGD's direction (cheaper than storing it), writes the momentum buffer and the parameter.
 
 Work is split into fixed blocks of every tensor, run in parallel; per-block sums are added in block
 order, so results do not depend on the number of threads. Within a block, fp32 sums run over short
-vectorised stretches and are then added in double precision. */
+vectorised stretches and are then added in double precision.
+
+Every mask test is a select inside the vector loop: the library must be built with
+-fno-trapping-math, or gcc keeps it a branch on CPUs without AVX-512 and the loop stays scalar. */
 
 #include <math.h>
 #include <stdint.h>
@@ -17,12 +23,26 @@ vectorised stretches and are then added in double precision. */
 
 enum { MASK_ASYNC = 0, MASK_SYNC = 1, MASK_NONE = 2 };
 enum { HP_BETA1, HP_BETA2, HP_EPS, HP_INV_BC1, HP_INV_BC2_SQRT, HP_COUNT };
+/* AlphaSGD's table: buffer <- buffer * MOMENTUM + GRAD_WEIGHT * d_p (0 and 1 at the first step),
+   u = NESTEROV * d_p + BUFFER_WEIGHT * buffer; STEP and KEEP_ALL are filled in between the passes. */
+enum { SGD_MOMENTUM, SGD_GRAD_WEIGHT, SGD_WEIGHT_DECAY, SGD_NESTEROV, SGD_BUFFER_WEIGHT, SGD_STEP,
+       SGD_KEEP_ALL, SGD_COUNT };
 enum { OUT_FULL, OUT_MASKED, OUT_KEPT, OUT_COUNT };
+
+/* A mode number packs the options that are literals in the vector loops; each case of the switches
+   below compiles to its own branch-free loop. */
+#define MODE_MASK(k) ((k) / 4)
+#define MODE_STRICT(k) (((k) / 2) % 2 == 0)
+#define MODE_FLAG(k) ((k) % 2) /* AlphaSGD: weight decay; unused by AlphaAdam */
+#define MODE(mask, strict, flag) (4 * (mask) + 2 * !(strict) + !!(flag))
+#define EACH_MODE(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 
 typedef struct {
     int32_t tensor;
     int64_t lo, hi;
 } job_t;
+
+typedef void (*block_fn)(const void *ctx, int tensor, int64_t lo, int64_t hi, double *sums);
 
 static job_t *split_into_jobs(int n, const int64_t *sizes, int64_t *count)
 {
@@ -44,10 +64,42 @@ static job_t *split_into_jobs(int n, const int64_t *sizes, int64_t *count)
     return list;
 }
 
-/* One stretch of pass 1. `mask` and `strict` are literals at every call site, so each combination
-   compiles to its own branch-free vector loop. */
-#define DEFINE_PASS1(T, ACC, SQRT)                                                                     \
-    static inline __attribute__((always_inline)) void pass1_stretch_##T(                               \
+/* Runs `block` over every block of every tensor in parallel. With `out` (n x OUT_COUNT), each block
+   writes its own sums, which are then added per tensor in block order. Returns -1 when out of memory. */
+static int for_each_block(int n, const int64_t *sizes, int threads, block_fn block, const void *ctx,
+                          double *out)
+{
+    int64_t jobs = 0;
+    job_t *list = split_into_jobs(n, sizes, &jobs);
+    double *sums = out ? calloc((jobs ? jobs : 1) * OUT_COUNT, sizeof *sums) : NULL;
+    if (!list || (out && !sums)) {
+        free(list);
+        free(sums);
+        return -1;
+    }
+#pragma omp parallel for schedule(dynamic, 2) num_threads(threads) if (jobs > 4)
+    for (int64_t q = 0; q < jobs; q++)
+        block(ctx, list[q].tensor, list[q].lo, list[q].hi, sums ? sums + OUT_COUNT * q : NULL);
+    if (out) {
+        for (int i = 0; i < n * OUT_COUNT; i++)
+            out[i] = 0;
+        for (int64_t q = 0; q < jobs; q++)
+            for (int k = 0; k < OUT_COUNT; k++)
+                out[OUT_COUNT * list[q].tensor + k] += sums[OUT_COUNT * q + k];
+    }
+    free(list);
+    free(sums);
+    return 0;
+}
+
+typedef struct {
+    void **param, **grad, **m, **v, **buf;
+    const double *hp, *step, *decay;
+    int mode;
+} args_t;
+
+#define DEFINE_KERNELS(T, ACC, SQRT)                                                                   \
+    static inline __attribute__((always_inline)) void adam_stretch_##T(                                \
         T *restrict g, T *restrict m, T *restrict v, int64_t lo, int64_t hi, const double *hp,         \
         const int mask, const int strict, double *sums)                                                \
     {                                                                                                  \
@@ -77,71 +129,143 @@ static job_t *split_into_jobs(int n, const int64_t *sizes, int64_t *count)
         sums[OUT_KEPT] += (double)kept;                                                                \
     }                                                                                                  \
                                                                                                        \
-    static void pass1_block_##T(T *g, T *m, T *v, int64_t lo, int64_t hi, const double *hp, int mode,  \
-                                double *sums)                                                          \
+    static void adam_block_##T(const void *ctx, int i, int64_t lo, int64_t hi, double *sums)           \
     {                                                                                                  \
+        const args_t *a = ctx;                                                                         \
+        T *g = a->grad[i], *m = a->m[i], *v = a->v[i];                                                 \
+        const double *hp = a->hp + HP_COUNT * i;                                                       \
         for (int64_t s = lo; s < hi; s += STRETCH) {                                                   \
             const int64_t e = s + STRETCH < hi ? s + STRETCH : hi;                                     \
-            switch (mode) {                                                                            \
-            case 0: pass1_stretch_##T(g, m, v, s, e, hp, MASK_ASYNC, 1, sums); break;                  \
-            case 1: pass1_stretch_##T(g, m, v, s, e, hp, MASK_ASYNC, 0, sums); break;                  \
-            case 2: pass1_stretch_##T(g, m, v, s, e, hp, MASK_SYNC, 1, sums); break;                   \
-            case 3: pass1_stretch_##T(g, m, v, s, e, hp, MASK_SYNC, 0, sums); break;                   \
-            default: pass1_stretch_##T(g, m, v, s, e, hp, MASK_NONE, 1, sums); break;                  \
+            switch (a->mode) {                                                                         \
+                EACH_MODE(ADAM_CASE_##T)                                                               \
             }                                                                                          \
         }                                                                                              \
     }                                                                                                  \
                                                                                                        \
-    int alphaadam_pass1_##T(int n, T **g, T **m, T **v, const int64_t *sizes, const double *hp,        \
-                            int mask, int strict, double *out, int threads)                            \
+    static void update_block_##T(const void *ctx, int i, int64_t lo, int64_t hi, double *sums)         \
     {                                                                                                  \
-        int64_t jobs;                                                                                  \
-        job_t *list = split_into_jobs(n, sizes, &jobs);                                                \
-        double *sums = calloc((jobs ? jobs : 1) * OUT_COUNT, sizeof *sums);                            \
-        if (!list || !sums) {                                                                          \
-            free(list);                                                                                \
-            free(sums);                                                                                \
-            return -1;                                                                                 \
-        }                                                                                              \
-        const int mode = mask == MASK_NONE ? 4 : 2 * mask + !strict;                                   \
-        _Pragma("omp parallel for schedule(dynamic, 2) num_threads(threads) if (jobs > 4)")            \
-        for (int64_t q = 0; q < jobs; q++) {                                                           \
-            const int i = list[q].tensor;                                                              \
-            pass1_block_##T(g[i], m[i], v[i], list[q].lo, list[q].hi, hp + HP_COUNT * i, mode,         \
-                            sums + OUT_COUNT * q);                                                     \
-        }                                                                                              \
-        for (int i = 0; i < n * OUT_COUNT; i++)                                                        \
-            out[i] = 0;                                                                                \
-        for (int64_t q = 0; q < jobs; q++)                                                             \
-            for (int k = 0; k < OUT_COUNT; k++)                                                        \
-                out[OUT_COUNT * list[q].tensor + k] += sums[OUT_COUNT * q + k];                        \
-        free(list);                                                                                    \
-        free(sums);                                                                                    \
-        return 0;                                                                                      \
+        const args_t *a = ctx;                                                                         \
+        T *restrict p = a->param[i];                                                                   \
+        const T *restrict d = a->grad[i];                                                              \
+        const T s = (T)a->step[i], c = (T)a->decay[i];                                                 \
+        (void)sums;                                                                                    \
+        _Pragma("omp simd")                                                                            \
+        for (int64_t j = lo; j < hi; j++)                                                              \
+            p[j] = p[j] * c - s * d[j];                                                                \
     }                                                                                                  \
                                                                                                        \
-    int alphaadam_pass2_##T(int n, T **param, T **dir, const int64_t *sizes, const double *step,       \
-                            const double *decay, int threads)                                          \
+    /* `update` 0: reduce the sums; 1: write the buffer and the parameter. The Nesterov choice is  \
+       arithmetic (0 * d_p adds nothing to a finite u) so that it needs no loop of its own. */         \
+    static inline __attribute__((always_inline)) void sgd_stretch_##T(                                 \
+        T *restrict p, const T *restrict g, T *restrict buf, int64_t lo, int64_t hi,                   \
+        const double *hp, const int mask, const int strict, const int decay, const int update,         \
+        double *sums)                                                                                  \
     {                                                                                                  \
-        int64_t jobs;                                                                                  \
-        job_t *list = split_into_jobs(n, sizes, &jobs);                                                \
-        if (!list)                                                                                     \
-            return -1;                                                                                 \
-        _Pragma("omp parallel for schedule(dynamic, 2) num_threads(threads) if (jobs > 4)")            \
-        for (int64_t q = 0; q < jobs; q++) {                                                           \
-            const int i = list[q].tensor;                                                              \
-            T *restrict p = param[i];                                                                  \
-            const T *restrict d = dir[i];                                                              \
-            const T s = (T)step[i], c = (T)decay[i];                                                   \
-            _Pragma("omp simd")                                                                        \
-            for (int64_t j = list[q].lo; j < list[q].hi; j++)                                          \
-                p[j] = p[j] * c - s * d[j];                                                            \
+        const T mom = (T)hp[SGD_MOMENTUM], w = (T)hp[SGD_GRAD_WEIGHT], wd = (T)hp[SGD_WEIGHT_DECAY];   \
+        const T nes = (T)hp[SGD_NESTEROV], bw = (T)hp[SGD_BUFFER_WEIGHT], s = (T)hp[SGD_STEP];         \
+        const int keep_all = hp[SGD_KEEP_ALL] != 0;                                                    \
+        ACC full = 0, masked = 0;                                                                      \
+        int32_t kept = 0;                                                                              \
+        _Pragma("omp simd reduction(+ : full, masked, kept)")                                          \
+        for (int64_t j = lo; j < hi; j++) {                                                            \
+            const T b_old = buf[j];                                                                    \
+            const T dp = decay ? g[j] + wd * p[j] : g[j];                                              \
+            const T b_new = b_old * mom + w * dp;                                                      \
+            const T u = nes * dp + bw * b_new;                                                         \
+            const T agree = (mask == MASK_ASYNC ? b_old : b_new) * dp;                                 \
+            const int keep = mask == MASK_NONE ? 1 : (strict ? agree > 0 : agree >= 0);                \
+            const T d = (keep | keep_all) ? u : (T)0;                                                  \
+            if (update) {                                                                              \
+                buf[j] = b_new;                                                                        \
+                p[j] = p[j] - s * d;                                                                   \
+            } else {                                                                                   \
+                full += u * u;                                                                         \
+                masked += d * d;                                                                       \
+                kept += keep;                                                                          \
+            }                                                                                          \
         }                                                                                              \
-        free(list);                                                                                    \
-        return 0;                                                                                      \
+        if (!update) {                                                                                 \
+            sums[OUT_FULL] += full;                                                                    \
+            sums[OUT_MASKED] += masked;                                                                \
+            sums[OUT_KEPT] += (double)kept;                                                            \
+        }                                                                                              \
+    }                                                                                                  \
+                                                                                                       \
+    static void sgd_block_##T(const void *ctx, int i, int64_t lo, int64_t hi, double *sums)            \
+    {                                                                                                  \
+        const args_t *a = ctx;                                                                         \
+        T *p = a->param[i], *g = a->grad[i], *buf = a->buf[i];                                         \
+        const double *hp = a->hp + SGD_COUNT * i;                                                      \
+        for (int64_t s = lo; s < hi; s += STRETCH) {                                                   \
+            const int64_t e = s + STRETCH < hi ? s + STRETCH : hi;                                     \
+            if (sums) {                                                                                \
+                switch (a->mode) {                                                                     \
+                    EACH_MODE(SGD_SUMS_CASE_##T)                                                       \
+                }                                                                                      \
+            } else {                                                                                   \
+                switch (a->mode) {                                                                     \
+                    EACH_MODE(SGD_UPDATE_CASE_##T)                                                     \
+                }                                                                                      \
+            }                                                                                          \
+        }                                                                                              \
+    }                                                                                                  \
+                                                                                                       \
+    int alphaadam_pass1_##T(int n, void **g, void **m, void **v, const int64_t *sizes,                 \
+                            const double *hp, int mask, int strict, double *out, int threads)          \
+    {                                                                                                  \
+        const args_t a = {.grad = g, .m = m, .v = v, .hp = hp, .mode = MODE(mask, strict, 0)};         \
+        return for_each_block(n, sizes, threads, adam_block_##T, &a, out);                             \
+    }                                                                                                  \
+                                                                                                       \
+    int alphaadam_pass2_##T(int n, void **param, void **dir, const int64_t *sizes,                     \
+                            const double *step, const double *decay, int threads)                      \
+    {                                                                                                  \
+        const args_t a = {.param = param, .grad = dir, .step = step, .decay = decay};                  \
+        return for_each_block(n, sizes, threads, update_block_##T, &a, NULL);                          \
+    }                                                                                                  \
+                                                                                                       \
+    int alphasgd_pass_##T(int n, void **param, void **grad, void **buf, const int64_t *sizes,          \
+                          const double *hp, int mask, int strict, int decay, double *out,              \
+                          int threads)                                                                 \
+    {                                                                                                  \
+        const args_t a = {.param = param, .grad = grad, .buf = buf, .hp = hp,                          \
+                          .mode = MODE(mask, strict, decay)};                                          \
+        return for_each_block(n, sizes, threads, sgd_block_##T, &a, out);                              \
     }
+
+/* The cases of the switches in DEFINE_KERNELS, one per mode number k. */
+#define ADAM_CASE(T, k)                                                                                \
+    case k: adam_stretch_##T(g, m, v, s, e, hp, MODE_MASK(k), MODE_STRICT(k), sums); break;
+#define SGD_CASE(T, k, update)                                                                         \
+    case k:                                                                                            \
+        sgd_stretch_##T(p, g, buf, s, e, hp, MODE_MASK(k), MODE_STRICT(k), MODE_FLAG(k), update, sums); \
+        break;
+#define ADAM_CASE_f32(k) ADAM_CASE(f32, k)
+#define ADAM_CASE_f64(k) ADAM_CASE(f64, k)
+#define SGD_SUMS_CASE_f32(k) SGD_CASE(f32, k, 0)
+#define SGD_SUMS_CASE_f64(k) SGD_CASE(f64, k, 0)
+#define SGD_UPDATE_CASE_f32(k) SGD_CASE(f32, k, 1)
+#define SGD_UPDATE_CASE_f64(k) SGD_CASE(f64, k, 1)
 
 typedef float f32;
 typedef double f64;
-DEFINE_PASS1(f32, float, sqrtf)
-DEFINE_PASS1(f64, double, sqrt)
+DEFINE_KERNELS(f32, float, sqrtf)
+DEFINE_KERNELS(f64, double, sqrt)
+
+/* The widest x86 vector extension this build may use (what -march selected), for benchmarks' records. */
+const char *alphaadam_isa(void)
+{
+#if defined(__AVX512F__)
+    return "avx512";
+#elif defined(__AVX2__)
+    return "avx2";
+#elif defined(__AVX__)
+    return "avx";
+#elif defined(__SSE2__)
+    return "sse2";
+#elif defined(__ARM_NEON)
+    return "neon";
+#else
+    return "generic";
+#endif
+}
