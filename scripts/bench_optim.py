@@ -253,7 +253,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=2, help="timed steps per optimizer and round")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument(
-        "--pool", type=int, default=4, help="independent random gradients taken in turn (1: the same each step)"
+        "--pool",
+        type=int,
+        default=4,
+        help="independent random gradients taken in turn (1: the same each step)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "optim_step.json")
     args = parser.parse_args(argv)
@@ -286,7 +289,11 @@ def main(argv=None) -> dict:
         wall = [w for w, _, _ in times[name]]
         cpu_s = [c for _, c, _ in times[name]]
         densities = [d for _, _, d in times[name] if d is not None]
-        summary = {"median": statistics.median(wall), "min": min(wall), "cpu_median": statistics.median(cpu_s)}
+        summary = {
+            "median": statistics.median(wall),
+            "min": min(wall),
+            "cpu_median": statistics.median(cpu_s),
+        }
         if name in refresh:  # amortise GaLore's SVD refresh over its gap
             gap = settings[name].get("update_proj_gap", 200)
             summary["refresh_median"] = statistics.median(w for w, _, _ in refresh[name])
