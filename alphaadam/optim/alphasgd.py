@@ -164,10 +164,10 @@ class AlphaSGD(MaskedOptimizer):
             first = "momentum_buffer" not in state
             if first and has_momentum:
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if has_momentum and group["alpha_norm"] == 2 and native.applies(p, p.grad, state["momentum_buffer"]):
-                if kernels.native_enabled(self.backend):  # builds the C kernels on first use
-                    self._add_to_native_batch(batches, group, p, first)
-                    continue
+            native_ok = has_momentum and native.applies(p, p.grad, state.get("momentum_buffer", p))
+            if native_ok and group["alpha_norm"] == 2 and kernels.native_enabled(self.backend):
+                self._add_to_native_batch(batches, group, p, first)  # C kernels, built on first use
+                continue
             key = (id(group), p.dtype, p.device)
             if key not in scalars:
                 values = {k: group[k] for k in ("momentum", "dampening", "weight_decay", "lr")}
