@@ -9,8 +9,9 @@ Every optimizer is built with ``build_optimizer(model, name, **settings)`` where
 torch's fastest AdamW, ``torch.optim.AdamW(fused=True)``, in the same process, interleaved round by
 round so that machine noise hits all of them alike. A step is timed alone: before each one its
 gradients are copied in (untimed) from a pool of ``--pool`` independent random gradients, taken in
-turn, so that the momentum agrees with about half of each new gradient, as in training (restoring
-the same gradients every step would fill the mask: density 1). The mean mask density the masked
+turn and each time rotated by a random offset (so that no step sees a gradient its momentum already
+holds), and the momentum agrees with about half of each new gradient, as in training; ``--pool 1``
+restores the same gradients every step, which fills the mask (density 1). The mean mask density the masked
 optimizers saw is printed and recorded. Reported: the median (and
 minimum) wall-clock step time and the median process CPU time, their ratios to fused AdamW, the
 untimed warm-up (first steps: torch.compile of AlphaAdam's kernels, state allocation), and the
@@ -101,8 +102,10 @@ def shaped_model(shapes, config=None, dtype=torch.float32, seed: int = 0) -> nn.
 
 
 def make_grads(model: nn.Module, seed: int = 1) -> list[torch.Tensor]:
+    """Random gradients five times the coupled weight-decay term 0.1 * theta of SGD's config (the
+    parameters are 0.02 * N(0, 1)), so that the term does not decide AlphaSGD's mask."""
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(p.shape, generator=gen).mul_(1e-3).to(p.dtype) for p in model.parameters()]
+    return [torch.randn(p.shape, generator=gen).mul_(1e-2).to(p.dtype) for p in model.parameters()]
 
 
 def restore_grads(model: nn.Module, grads: list[torch.Tensor]) -> None:
@@ -114,7 +117,10 @@ def restore_grads(model: nn.Module, grads: list[torch.Tensor]) -> None:
 
 
 class GradientPool:
-    """Independent random gradients, handed to each optimizer in turn (its own turn counter)."""
+    """Independent random gradients, handed to each optimizer in turn (its own turn counter).
+
+    With more than one, each turn rotates every tensor's values by an offset drawn from the turn
+    number (a copy like any other), so that successive steps see unrelated gradients."""
 
     def __init__(self, model: nn.Module, size: int):
         self.model = model
@@ -124,7 +130,18 @@ class GradientPool:
     def load_next(self, optimizer) -> None:
         turn = self.turns.get(id(optimizer), 0)
         self.turns[id(optimizer)] = turn + 1
-        restore_grads(self.model, self.grads[turn % len(self.grads)])
+        grads = self.grads[turn % len(self.grads)]
+        if len(self.grads) == 1:
+            restore_grads(self.model, grads)
+            return
+        gen = torch.Generator().manual_seed(turn)
+        for p, g in zip(self.model.parameters(), grads, strict=True):
+            if p.grad is None:
+                p.grad = torch.empty_like(g)
+            src, dst = g.view(-1), p.grad.view(-1)
+            shift = int(torch.randint(src.numel(), (), generator=gen))
+            dst[: src.numel() - shift].copy_(src[shift:])
+            dst[src.numel() - shift :].copy_(src[:shift])
 
 
 def mask_density(optimizer) -> float | None:
@@ -252,15 +269,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per optimizer and round")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch's (and the C kernels') threads")
     parser.add_argument(
-        "--pool",
-        type=int,
-        default=4,
-        help="independent random gradients taken in turn (1: the same each step)",
+        "--pool", type=int, default=2, help="random gradients taken in turn (1: the same every step)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "optim_step.json")
     args = parser.parse_args(argv)
 
+    torch.set_num_threads(args.threads)
     shapes, config = gpt2_shapes(args.scale)
     model = shaped_model(shapes, config)
     n_params = sum(p.numel() for p in model.parameters())
@@ -289,11 +305,8 @@ def main(argv=None) -> dict:
         wall = [w for w, _, _ in times[name]]
         cpu_s = [c for _, c, _ in times[name]]
         densities = [d for _, _, d in times[name] if d is not None]
-        summary = {
-            "median": statistics.median(wall),
-            "min": min(wall),
-            "cpu_median": statistics.median(cpu_s),
-        }
+        summary = {"median": statistics.median(wall), "min": min(wall)}
+        summary["cpu_median"] = statistics.median(cpu_s)
         if name in refresh:  # amortise GaLore's SVD refresh over its gap
             gap = settings[name].get("update_proj_gap", 200)
             summary["refresh_median"] = statistics.median(w for w, _, _ in refresh[name])

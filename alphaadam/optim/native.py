@@ -136,8 +136,13 @@ def _check(code: int) -> None:
         raise MemoryError("AlphaAdam's CPU kernel could not allocate its block table")
 
 
-def _sizes(tensors: list[torch.Tensor]) -> torch.Tensor:
-    return torch.tensor([t.numel() for t in tensors], dtype=torch.int64)
+def _call(name: str, lists: tuple[list[torch.Tensor], ...], *args) -> None:
+    """Run kernel ``name`` for the dtype of ``lists[0]``: ``(n, one address array per list, sizes,
+    *args, threads)``; tensors in ``args`` pass their data pointer (and stay alive for the call)."""
+    kernel = getattr(library(), f"{name}_{DTYPES[lists[0][0].dtype]}")
+    sizes = torch.tensor([t.numel() for t in lists[0]], dtype=torch.int64)
+    values = [a.data_ptr() if torch.is_tensor(a) else a for a in args]
+    _check(kernel(len(lists[0]), *map(_addresses, lists), sizes.data_ptr(), *values, torch.get_num_threads()))
 
 
 def adam_direction_pass(
@@ -155,23 +160,8 @@ def adam_direction_pass(
     ``sum u^2``, ``sum (M * u)^2`` and ``sum M``, one entry per tensor.
     """
     out = torch.zeros(len(grads), 3, dtype=torch.float64)
-    sizes = _sizes(grads)
     hyper = hyper.to(torch.float64).contiguous()
-    kernel = getattr(library(), f"alphaadam_pass1_{DTYPES[grads[0].dtype]}")
-    _check(
-        kernel(
-            len(grads),
-            _addresses(grads),
-            _addresses(exp_avgs),
-            _addresses(exp_avg_sqs),
-            sizes.data_ptr(),
-            hyper.data_ptr(),
-            MASK_CODES[mask],
-            int(strict),
-            out.data_ptr(),
-            torch.get_num_threads(),
-        )
-    )
+    _call("alphaadam_pass1", (grads, exp_avgs, exp_avg_sqs), hyper, MASK_CODES[mask], int(strict), out)
     return out.unbind(1)
 
 
@@ -179,20 +169,8 @@ def apply_update(
     params: list[torch.Tensor], directions: list[torch.Tensor], step: torch.Tensor, decay: torch.Tensor
 ) -> None:
     """Pass 2: ``param <- param * decay - step * direction`` per tensor (``step``, ``decay``: vectors)."""
-    sizes = _sizes(params)
     step, decay = step.to(torch.float64).contiguous(), decay.to(torch.float64).contiguous()
-    kernel = getattr(library(), f"alphaadam_pass2_{DTYPES[params[0].dtype]}")
-    _check(
-        kernel(
-            len(params),
-            _addresses(params),
-            _addresses(directions),
-            sizes.data_ptr(),
-            step.data_ptr(),
-            decay.data_ptr(),
-            torch.get_num_threads(),
-        )
-    )
+    _call("alphaadam_pass2", (params, directions), step, decay)
 
 
 # Per-tensor columns of AlphaSGD's table, in the order of the C file's SGD_* indices.
@@ -216,21 +194,7 @@ def sgd_pass(
     (``p <- p - step * u`` where the mask or ``keep_all`` holds). ``weight_decay``: whether any
     tensor has a nonzero one (the kernel then reads the parameters to form ``g + wd * p``)."""
     out = None if update else torch.zeros(len(params), 3, dtype=torch.float64)
-    kernel = getattr(library(), f"alphasgd_pass_{DTYPES[params[0].dtype]}")
-    table, sizes = table.to(torch.float64).contiguous(), _sizes(params)  # alive during the call
-    _check(
-        kernel(
-            len(params),
-            _addresses(params),
-            _addresses(grads),
-            _addresses(buffers),
-            sizes.data_ptr(),
-            table.data_ptr(),
-            MASK_CODES[mask],
-            int(strict),
-            int(weight_decay),
-            None if out is None else out.data_ptr(),
-            torch.get_num_threads(),
-        )
-    )
+    table = table.to(torch.float64).contiguous()
+    codes = MASK_CODES[mask], int(strict), int(weight_decay)
+    _call("alphasgd_pass", (params, grads, buffers), table, *codes, out)
     return None if out is None else out.unbind(1)
