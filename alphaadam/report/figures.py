@@ -250,14 +250,15 @@ def loss_curves(spec: Spec, cells: dict[tuple[str, str], Cell], rows, out_dir, l
                 if title and i == 0:
                     ax.set_title(title)
                 ax.grid(alpha=0.3)
-        _title(fig, f"{spec.title}: {_label(y)} (mean ± std over seeds, selected LR)")
-        _legend(fig, handles)
-        if spec.speed_to_target is not None:
+        title = f"{spec.title}: {_label(y)} (mean ± std over seeds, selected LR)"
+        if spec.speed_to_target is not None:  # the caption line: when each row reaches the target
             from alphaadam.report.tables import speed_line
 
             line = speed_line(spec, cells, rows)
-            fig.text(0.01, 0.003, textwrap.fill(line, int(fig.get_figwidth() * 16)), fontsize=7, va="bottom")
+            title += f". {line}"
             log(f"figures: {spec.name}: {line}")
+        _title(fig, title)
+        _legend(fig, handles)
         paths += save(fig, out_dir, f"{spec.name}_loss_{y}")
     return paths
 
