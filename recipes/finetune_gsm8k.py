@@ -194,6 +194,11 @@ def train(cfg: DictConfig) -> dict | None:
 
 def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
     t, device = s.trainer, dist.device
+    if t.fused_backward_update:
+        raise ConfigError(
+            "trainer.fused_backward_update is not supported by the GSM8K recipe (FSDP2 reduces whole "
+            "gradients); use AdaLomo's step() form here, or the fused form with pretrain_gpt or finetune_glue"
+        )
     session = RunSession(cfg, s, RECIPE, identity(s), dist)
     if (previous := session.ended()) is not None:
         return previous

@@ -22,7 +22,7 @@ STEPS = 6
 EXACT = ["alphaadam", "cadamw", "adamw_am", "adamw_sm", "alphasgd", "adamw", "sgd"]
 # Run on each rank's shard as on a plain tensor (their blocks are shard-local).
 SHARD_LOCAL = ["microadam", "adam8bit"]
-REFUSED = ["adam_mini", "galore", "ldadam"]
+REFUSED = ["adam_mini", "galore", "ldadam", "adalomo", "adapprox", "sinkgd", "swan"]
 OPTIONS = {"alphasgd": dict(momentum=0.9), "sgd": dict(momentum=0.9), "microadam": dict(density=0.1)}
 EMPTY_ON_RANK0_STEP = 3  # rank 0's rows of "wide.weight" get a zero gradient: only its shard's mask is empty
 

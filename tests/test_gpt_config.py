@@ -40,11 +40,17 @@ GLUE_ONLY = {"model=roberta_base", "trainer=glue", "experiment=paper/glue_robert
 GLUE_ONLY |= {f"task={name}" for name in options("task")}
 
 
+GSM8K_ONLY = {"model=llama2_7b", "model=tiny_llama", "trainer=gsm8k"}
+GSM8K_ONLY |= {"experiment=gsm8k_tiny", "experiment=paper/gsm8k_llama2"}
+
+
 def recipes_of(override: str) -> list[str]:
     if override in GLUE_ONLY:
         return ["finetune_glue"]
+    if override in GSM8K_ONLY:
+        return ["finetune_gsm8k"]
     if override.split("=")[0] in ("scheduler", "logger"):
-        return ["pretrain_gpt", "finetune_glue"]
+        return ["pretrain_gpt", "finetune_glue", "finetune_gsm8k"]
     return ["pretrain_gpt"]
 
 

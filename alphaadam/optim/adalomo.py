@@ -33,6 +33,7 @@ import torch
 
 from alphaadam.optim.base import state_dtype
 from alphaadam.optim.common import KeepsStateDtypes, check_number, evaluate_closure, params_with_grad
+from alphaadam.optim.sharding import refuse_dtensors
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
@@ -77,6 +78,8 @@ class AdaLomo(KeepsStateDtypes, torch.optim.Optimizer):
             clip_grad_value=clip_grad_value,
         )
         super().__init__(params, defaults)
+        every = (p for group in self.param_groups for p in group["params"])
+        refuse_dtensors(every, "AdaLomo", "its factored second moment needs whole rows and columns")
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)

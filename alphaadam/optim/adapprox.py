@@ -53,6 +53,7 @@ from alphaadam.optim.common import (
     evaluate_closure,
     params_with_grad,
 )
+from alphaadam.optim.sharding import refuse_dtensors
 
 
 def state_numel(m: int, n: int, rank: int, first_moment: bool) -> int:
@@ -134,6 +135,8 @@ class Adapprox(KeepsStateDtypes, torch.optim.Optimizer):
             seed=seed,
         )
         super().__init__(params, defaults)
+        every = (p for group in self.param_groups for p in group["params"])
+        refuse_dtensors(every, "Adapprox", "its low-rank second moment needs whole matrices")
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)

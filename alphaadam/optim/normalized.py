@@ -24,6 +24,9 @@ from alphaadam.optim.common import (
 )
 from alphaadam.optim.families import lowrank_param_groups, lowrank_targets
 from alphaadam.optim.param_groups import NamedParameters
+from alphaadam.optim.sharding import refuse_dtensors
+
+WHOLE_MATRICES = "its row and column normalisations need whole matrices"
 
 
 class NormalizedMatrixAdam(KeepsStateDtypes, torch.optim.Optimizer):
@@ -40,6 +43,8 @@ class NormalizedMatrixAdam(KeepsStateDtypes, torch.optim.Optimizer):
             **options,
         )
         super().__init__(params, defaults)
+        every = (p for group in self.param_groups for p in group["params"])
+        refuse_dtensors(every, type(self).__name__, WHOLE_MATRICES)
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -111,6 +116,7 @@ def build_for_model(
     """``cls`` with groups of the attention and MLP matrices of the model family (``normalized=True``;
     ``targets``, regular expressions, replaces the family's choice) and of everything else (AdamW),
     each split by weight decay."""
+    refuse_dtensors((p for _, p in params.named), cls.__name__, WHOLE_MATRICES)  # before family detection
     chosen = lowrank_targets(params, family, targets)
     groups = lowrank_param_groups(
         params, chosen, weight_decay, weight_decay_rule, {"normalized": True}, {"normalized": False}
