@@ -184,11 +184,6 @@ def train(cfg: DictConfig) -> dict | None:
             f"eval.protocol={settings.eval.protocol!r} is not one of {', '.join(gsm8k_eval.PROTOCOLS)}"
         )
     with started(settings.trainer.device) as dist:
-        if dist.enabled and settings.trainer.checkpoint_every:
-            raise ConfigError(
-                "FSDP2 runs (torchrun) do not checkpoint yet (the run session saves whole state dicts "
-                "from rank 0): pass trainer.checkpoint_every=0"
-            )
         return _train(cfg, settings, dist)
 
 
@@ -289,9 +284,8 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
                 values.update(scores)
                 tracker.add_eval(step, {k: v for k, v in values.items() if k.startswith("accuracy")})
                 session.write(f"step {step}: GSM8K accuracy {values['accuracy']:.4f} (strict match)")
-            # The session's checkpoint holds whole state dicts: FSDP2 shards would need torch DCP.
             epoch_end = step % batches.steps_per_epoch == 0
-            session.end_step(values, evaluated=last, checkpoint=epoch_end and not dist.enabled)
+            session.end_step(values, evaluated=last, checkpoint=epoch_end)
         else:
             session.complete()
     return session.result

@@ -95,22 +95,26 @@ def test_bad_protocol_is_refused_in_one_line(tmp_path):
         recipe.train(config(tmp_path, "eval.protocol=v02"))
 
 
+def torchrun(script: str, root, *args) -> subprocess.CompletedProcess:
+    """``script args...`` under torchrun, 2 CPU processes (FSDP2, gloo), the tiny run under ``root``."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    return subprocess.run(
+        [*launcher, script, *args, "experiment=gsm8k_tiny", f"run.root={root}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+    )
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "alphaadam"])
 def test_two_fsdp2_processes_match_one(tmp_path, optimizer):
     """torchrun with 2 CPU processes (FSDP2, gloo), 2 sequences each = 1 process with 4 sequences."""
     overrides = (*SHORT, f"optimizer={optimizer}", "trainer.checkpoint_every=0", "trainer.micro_batch_size=2")
     single = config(tmp_path / "one", *overrides)
     recipe.train(single)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    args = ["experiment=gsm8k_tiny", f"run.root={tmp_path / 'two'}", *overrides]
-    run = subprocess.run(
-        [*torchrun, "recipes/finetune_gsm8k.py", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    run = torchrun("recipes/finetune_gsm8k.py", tmp_path / "two", *overrides)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("completed 12 steps") == 1  # rank 0 prints, the other is silent
     a, b = records(single), records(config(tmp_path / "two", *overrides))
@@ -118,3 +122,31 @@ def test_two_fsdp2_processes_match_one(tmp_path, optimizer):
     for ra, rb in zip(a, b, strict=True):
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-4)
     assert "accuracy" in read_result(run_dir_for(config(tmp_path / "two", *overrides)))["metrics"]["final"]
+
+
+def test_two_fsdp2_processes_resume_from_their_shards(tmp_path):
+    """Two AlphaAdam processes interrupted after the checkpoint at step 2 resume from its shards
+    (checkpoint.dcp) to the losses of an uninterrupted two-process run."""
+    overrides = (
+        *SHORT,
+        "optimizer=alphaadam",
+        "trainer.epochs=3",
+        "trainer.checkpoint_every=2",
+        "trainer.micro_batch_size=2",
+    )
+    run = torchrun("recipes/finetune_gsm8k.py", tmp_path / "a", *overrides)
+    assert run.returncode == 0, run.stderr[-3000:]
+    interrupted = torchrun("tests/gsm8k_interrupted.py", tmp_path / "b", "4", *overrides)
+    assert interrupted.returncode != 0 and "interrupted; run the same command again" in interrupted.stderr
+    resumed = config(tmp_path / "b", *overrides)
+    checkpoint = run_dir_for(resumed) / "checkpoint.dcp"
+    assert (checkpoint / ".metadata").is_file() and (checkpoint / "session.pt").is_file()
+    assert not (run_dir_for(resumed) / "checkpoint.pt").exists()
+    assert max(r["step"] for r in records(resumed)) == 3  # logged past the checkpoint at step 2
+    run = torchrun("recipes/finetune_gsm8k.py", tmp_path / "b", *overrides)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "resuming at step 2" in run.stdout
+    uninterrupted = config(tmp_path / "a", *overrides)
+    assert records(resumed) == records(uninterrupted)
+    assert read_result(run_dir_for(resumed))["metrics"] == read_result(run_dir_for(uninterrupted))["metrics"]
+    assert not checkpoint.exists()  # the run ended: its checkpoint is deleted

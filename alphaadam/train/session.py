@@ -23,7 +23,8 @@ loop, enters :meth:`RunSession.running`::
 The session owns what is not training: the run directory (skip a finished run, take the lock,
 ``config.yaml`` and ``result.json``), resuming (model, optimizer, scaler, tracker, RNG, data
 position, wall clock, W&B id; ``metrics.jsonl`` cut back to the checkpoint's step), the metrics line
-(file, W&B, progress), atomic checkpoints on the main process, and the end: completed, diverged,
+(file, W&B, progress), atomic checkpoints (on the main process, or sharded with
+``torch.distributed.checkpoint`` on every process of an FSDP2 run), and the end: completed, diverged,
 oom (recorded and swallowed) or failed (recorded and raised), with the summary (step, metrics,
 timing, memory). :func:`run_main` is every recipe's command line.
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -44,7 +46,7 @@ from alphaadam.errors import UserError, error_line
 from alphaadam.runs.loggers import NoLogger, make_logger, wandb_run_id
 from alphaadam.runs.recorder import RunRecorder, sigterm_as_interrupt
 from alphaadam.runs.rundir import variant_hash
-from alphaadam.train import distributed
+from alphaadam.train import distributed, sharded_checkpoint
 from alphaadam.train.distributed import Distributed, broadcast
 from alphaadam.train.measure import (
     Throughput,
@@ -136,7 +138,7 @@ class RunSession:
         with self.recorder.recording():
             elapsed_before = self._resume()
             if self.dist.is_main:  # what a killed session logged after its checkpoint (all, without one)
-                resumed = self.recorder.checkpoint_path.is_file()
+                resumed = self.checkpoint_path.exists()
                 self.recorder.metrics.truncate_after(self.step if resumed else -1)
             self.recorder.begin(self.step, metrics=tracker.metrics())
             self._started = time.perf_counter() - elapsed_before
@@ -148,16 +150,29 @@ class RunSession:
             self.recorder.on_exit(lambda status: self.progress.close())
             reset_peak_memory(device)
             yield self
-            if not s.trainer.keep_checkpoint:  # ended: the checkpoint was only there to resume
-                self.recorder.checkpoint_path.unlink(missing_ok=True)
+            if not s.trainer.keep_checkpoint and self.dist.is_main:  # ended: it was only there to resume
+                if self.checkpoint_path.is_dir():
+                    shutil.rmtree(self.checkpoint_path)
+                self.checkpoint_path.unlink(missing_ok=True)
             final = self.tracker.metrics()["final"]
             numbers = {k: v for k, v in final.items() if isinstance(v, (int, float))}
             self.logger.summary({"status": self.recorder.result.get("status"), **numbers})
 
+    @property
+    def checkpoint_path(self):
+        """``checkpoint.pt``, or the ``checkpoint.dcp`` directory of a sharded (FSDP2) model."""
+        if sharded_checkpoint.is_sharded(self.model):
+            return self.dir / sharded_checkpoint.SHARDED_DIR
+        return self.recorder.checkpoint_path
+
     def _resume(self) -> float:
         """Load the checkpoint into the model, optimizer, scaler, tracker and generators, and the
         step, tokens and W&B id into the session; returns the wall time the run had taken."""
-        checkpoint = load_checkpoint(self.recorder.checkpoint_path, self.dist.device)
+        sharded = sharded_checkpoint.is_sharded(self.model)
+        if sharded:  # the shards are loaded in place; the replicated parts come back
+            checkpoint = sharded_checkpoint.load(self.checkpoint_path, self.model, self.optimizer, self.dist)
+        else:
+            checkpoint = load_checkpoint(self.checkpoint_path, self.dist.device)
         if checkpoint is None:
             return 0.0
         if "tokens" not in checkpoint:
@@ -165,8 +180,9 @@ class RunSession:
                 f"{self.recorder.checkpoint_path} was written by an older version of this recipe "
                 "(no token count); delete it to start the run again"
             )
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if not sharded:
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.precision.scaler.load_state_dict(checkpoint["scaler"])
         self.tracker.load_state_dict(checkpoint["tracker"])
         set_rng_state(checkpoint["rng"], self.dist.device)
@@ -217,14 +233,18 @@ class RunSession:
         """The end of a step: alpha and mask density every ``trainer.mask_stats_every`` steps, the
         metrics line (when there is anything to log), the progress display, the summary in
         result.json after an evaluation, and a checkpoint when ``checkpoint`` or every
-        ``trainer.checkpoint_every`` steps."""
+        ``trainer.checkpoint_every`` steps (except at the end of a sharded run: see below)."""
         t = self.settings.trainer
         if t.mask_stats_every and self.step % t.mask_stats_every == 0:
             values = {**values, **mask_stats_record(self.optimizer)}
         self.progress.step(self.record(values) if values else None)
         if evaluated:
             self.update()
-        if checkpoint or (t.checkpoint_every and self.step % t.checkpoint_every == 0):
+        # Not a sharded run's last step: its processes would wait in the save's collectives while
+        # the main process evaluates alone (longer than a collective's timeout at 7B); a run killed
+        # then resumes from the checkpoint before.
+        final_sharded = self.step == self.total_steps and sharded_checkpoint.is_sharded(self.model)
+        if not final_sharded and (checkpoint or (t.checkpoint_every and self.step % t.checkpoint_every == 0)):
             self.save()
 
     def write(self, message: str) -> None:
@@ -253,14 +273,12 @@ class RunSession:
         self.recorder.update(**self.summary())
 
     def save(self) -> None:
-        """Checkpoint everything a resumed run needs to continue bit for bit (atomic, main process)."""
-        if not self.dist.is_main:
-            return
+        """Checkpoint everything a resumed run needs to continue bit for bit (atomic): the main
+        process writes ``checkpoint.pt``; a sharded (FSDP2) model's processes each write their
+        shards into ``checkpoint.dcp`` with the main process's replicated parts beside them."""
         state = {
             "step": self.step,
             "tokens": self.tokens,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "scaler": self.precision.scaler.state_dict(),
             "tracker": self.tracker.state_dict(),
             "rng": rng_state(self.dist.device),
@@ -269,7 +287,11 @@ class RunSession:
             "wandb_id": self.wandb_id,
             "run_id": self.recorder.run_id,
         }
-        save_checkpoint(self.recorder.checkpoint_path, state)
+        if sharded_checkpoint.is_sharded(self.model):
+            sharded_checkpoint.save(self.checkpoint_path, self.model, self.optimizer, state, self.dist)
+        elif self.dist.is_main:
+            whole = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+            save_checkpoint(self.checkpoint_path, {**state, **whole})
 
     # -- the end ------------------------------------------------------------------------------------
 
