@@ -177,7 +177,7 @@ class RunSession:
             return 0.0
         if "tokens" not in checkpoint:
             raise UserError(
-                f"{self.recorder.checkpoint_path} was written by an older version of this recipe "
+                f"{self.checkpoint_path} was written by an older version of this recipe "
                 "(no token count); delete it to start the run again"
             )
         if not sharded:
