@@ -73,13 +73,24 @@ def test_first_async_step_is_an_sgd_step():
     assert max_difference(ours, reference) < 1e-15
 
 
-def test_gradients_are_left_intact():
+def test_multitensor_path_leaves_gradients_intact():
     params = make_params()
     opt = AlphaSGD(params, lr=0.1, backend="eager")
     for p in params:
         p.grad = torch.ones_like(p)
     opt.step()
     assert all(torch.equal(p.grad, torch.ones_like(p)) for p in params)
+
+
+def test_c_kernels_leave_the_masked_direction_in_grad():
+    params = make_params()
+    opt = AlphaSGD(params, lr=0.1, momentum=0.9, weight_decay=0.1, backend="native")
+    run(opt, params, 3)
+    for p in params:
+        buffer = opt.state[p]["momentum_buffer"]
+        kept = p.grad != 0
+        assert kept.any() and not kept.all()
+        assert torch.equal(p.grad[kept], buffer[kept])
 
 
 @pytest.mark.parametrize(

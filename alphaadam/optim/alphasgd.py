@@ -55,9 +55,10 @@ class AlphaSGD(MaskedOptimizer):
     With ``mask="none", compensation="none"`` it equals ``torch.optim.SGD``. The async mask is
     ``1[buf_{t-1} * d_p > 0]`` where ``d_p`` is the gradient plus the weight-decay term; the update is
     ``p -= lr * alpha * (M * u)`` with ``u`` the momentum buffer (or the Nesterov direction).
-    ``p.grad`` is left intact. On CPU, ``backend="auto"`` runs fp32/fp64 tensors with momentum
-    through the C kernels of :mod:`alphaadam.optim.native` (two calls per step for all of them; the
-    second recomputes the cheap direction); every other tensor runs as multi-tensor ops.
+    On CPU, ``backend="auto"`` runs fp32/fp64 tensors with momentum and without Nesterov through the
+    C kernels of :mod:`alphaadam.optim.native` (two calls per step for all of them), which, as
+    AlphaAdam's, leave ``M * u`` in ``p.grad``; every other tensor runs as multi-tensor ops, which
+    leave ``p.grad`` intact.
     """
 
     def __init__(
@@ -116,7 +117,8 @@ class AlphaSGD(MaskedOptimizer):
         return kinds
 
     def _takes_native(self, group: dict, p: torch.Tensor, state: dict) -> bool:
-        if group["momentum"] == 0 or group["alpha_norm"] != 2:
+        # The kernels' direction is the buffer itself; Nesterov's also needs d_p after pass 1.
+        if group["momentum"] == 0 or group["nesterov"] or group["alpha_norm"] != 2:
             return False
         # native_enabled builds the C kernels on first use, so it is asked last.
         return native.applies(p, p.grad, state["momentum_buffer"]) and kernels.native_enabled(self.backend)
@@ -124,20 +126,23 @@ class AlphaSGD(MaskedOptimizer):
     def _first_pass(self, bucket: Bucket) -> torch.Tensor:
         group, (first,) = bucket.group, bucket.kind
         if bucket.native:
-            momentum, nesterov = group["momentum"], group["nesterov"]
             # At the first step the buffer (zeros) becomes d_p: buffer * 0 + 1 * d_p.
             row = dict(
-                momentum=0.0 if first else momentum,
+                momentum=0.0 if first else group["momentum"],
                 grad_weight=1.0 if first else 1.0 - group["dampening"],
                 weight_decay=group["weight_decay"],
-                nesterov=1.0 if nesterov else 0.0,
-                buffer_weight=momentum if nesterov else 1.0,
-                step=0.0,
-                keep_all=0.0,
             )
-            table = [[row[name] for name in native.SGD_COLUMNS]] * len(bucket.params)
-            bucket.scratch["table"] = torch.tensor(table, dtype=torch.float64)
-            full, masked, kept = self._native_pass(bucket, update=False)
+            columns = [[row[name] for name in native.SGD_COLUMNS]] * len(bucket.params)
+            table = torch.tensor(columns, dtype=torch.float64)
+            full, masked, kept = native.sgd_direction_pass(
+                bucket.params,
+                [p.grad for p in bucket.params],
+                bucket.locals("momentum_buffer"),
+                table,
+                mask=self._rule(bucket)[0],
+                strict=group["mask_strict"],
+                weight_decay=group["weight_decay"] != 0,
+            )
             numel = torch.tensor([p.numel() for p in bucket.params], dtype=torch.float64)
             return torch.stack([full, masked, kept, numel], dim=1)
         return self._multitensor_first_pass(
@@ -154,25 +159,16 @@ class AlphaSGD(MaskedOptimizer):
         )
 
     def _second_pass(self, bucket: Bucket, alpha: torch.Tensor, take_unmasked: torch.Tensor) -> None:
+        lr = bucket.group["lr"]
         if bucket.native:
-            table = bucket.scratch["table"]
-            table[:, native.SGD_COLUMNS.index("keep_all")] = take_unmasked.double()
-            table[:, native.SGD_COLUMNS.index("step")] = bucket.group["lr"] * alpha
-            self._native_pass(bucket, update=True)
+            params = bucket.params
+            ones = torch.ones(len(params), dtype=torch.float64)
+            native.apply_update(params, [p.grad for p in params], lr * alpha, ones)
+            empty = take_unmasked.nonzero().flatten().tolist()  # CPU tensors: no device to wait for
+            if empty:
+                # The masked direction was zero there: take the unmasked one, the buffer.
+                buffers = bucket.locals("momentum_buffer")
+                torch._foreach_add_([params[i] for i in empty], [buffers[i] for i in empty], alpha=-lr)
             return
-        (lr,) = self._scalars({"lr": bucket.group["lr"]}, torch.float64, bucket.params[0].device).values()
+        (lr,) = self._scalars({"lr": lr}, torch.float64, bucket.params[0].device).values()
         self._multitensor_second_pass(bucket, alpha * lr, take_unmasked, None)
-
-    def _native_pass(self, bucket: Bucket, *, update: bool):
-        """One of the C kernels' passes: the sums (``update=False``), then buffers and parameters."""
-        group = bucket.group
-        return native.sgd_pass(
-            bucket.params,
-            [p.grad for p in bucket.params],
-            [s["momentum_buffer"] for s in bucket.states],
-            bucket.scratch["table"],
-            mask=self._rule(bucket)[0],
-            strict=group["mask_strict"],
-            weight_decay=group["weight_decay"] != 0,
-            update=update,
-        )

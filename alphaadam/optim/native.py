@@ -114,7 +114,7 @@ def library() -> ctypes.CDLL:
         pass1.argtypes = [ctypes.c_int, pointers, pointers, pointers, address, address]
         pass1.argtypes += [ctypes.c_int, ctypes.c_int, address, ctypes.c_int]
         pass2.argtypes = [ctypes.c_int, pointers, pointers, address, address, address, ctypes.c_int]
-        sgd = getattr(lib, f"alphasgd_pass_{suffix}")
+        sgd = getattr(lib, f"alphasgd_pass1_{suffix}")
         sgd.argtypes = [ctypes.c_int, pointers, pointers, pointers, address, address]
         sgd.argtypes += [ctypes.c_int, ctypes.c_int, ctypes.c_int, address, ctypes.c_int]
         pass1.restype = pass2.restype = sgd.restype = ctypes.c_int
@@ -174,10 +174,10 @@ def apply_update(
 
 
 # Per-tensor columns of AlphaSGD's table, in the order of the C file's SGD_* indices.
-SGD_COLUMNS = ("momentum", "grad_weight", "weight_decay", "nesterov", "buffer_weight", "step", "keep_all")
+SGD_COLUMNS = ("momentum", "grad_weight", "weight_decay")
 
 
-def sgd_pass(
+def sgd_direction_pass(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
     buffers: list[torch.Tensor],
@@ -186,15 +186,16 @@ def sgd_pass(
     mask: str,
     strict: bool,
     weight_decay: bool,
-    update: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """One of AlphaSGD's passes over same-dtype tensors; ``table`` is float64 (n, 7), columns
-    :data:`SGD_COLUMNS`. The first (``update=False``) returns float64 vectors ``sum u^2``,
-    ``sum (M * u)^2`` and ``sum M``; the second writes the buffers and the parameters
-    (``p <- p - step * u`` where the mask or ``keep_all`` holds). ``weight_decay``: whether any
-    tensor has a nonzero one (the kernel then reads the parameters to form ``g + wd * p``)."""
-    out = None if update else torch.zeros(len(params), 3, dtype=torch.float64)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """AlphaSGD's pass 1 over same-dtype tensors: update the momentum buffers in place (the buffer is
+    the direction ``u``) and leave ``M * u`` in each gradient; :func:`apply_update` is pass 2.
+
+    ``table`` is float64 (n, 3), columns :data:`SGD_COLUMNS`; ``weight_decay``: whether any tensor has
+    a nonzero one (the kernel then reads the parameters to form ``g + wd * p``). Returns float64
+    vectors ``sum u^2``, ``sum (M * u)^2`` and ``sum M``, one entry per tensor.
+    """
+    out = torch.zeros(len(params), 3, dtype=torch.float64)
     table = table.to(torch.float64).contiguous()
     codes = MASK_CODES[mask], int(strict), int(weight_decay)
-    _call("alphasgd_pass", (params, grads, buffers), table, *codes, out)
-    return None if out is None else out.unbind(1)
+    _call("alphasgd_pass1", (params, grads, buffers), table, *codes, out)
+    return out.unbind(1)

@@ -4,8 +4,9 @@
 AlphaAdam, pass 1 per tensor: update the Adam moments, compute the bias-corrected direction u and the
 mask M, leave M * u in the gradient buffer, and reduce sum(u^2), sum((M * u)^2) and sum(M).
 AlphaAdam, pass 2 per tensor: theta <- theta * decay - step * (M * u), with step = lr * alpha.
-AlphaSGD, pass 1 reads only (the gradient stays intact) and reduces the same sums; pass 2 recomputes
-torch.optim.SGD's direction (cheaper than storing it), writes the momentum buffer and the parameter.
+AlphaSGD, pass 1 per tensor: update the momentum buffer (u, torch.optim.SGD's direction), leave M * u in
+the gradient buffer and reduce the same sums; pass 2 is AlphaAdam's with no decay (SGD's weight decay
+is coupled: it is inside u).
 
 Work is split into fixed blocks of every tensor, run in parallel; per-block sums are added in block
 order, so results do not depend on the number of threads. Within a block, fp32 sums run over short
@@ -23,10 +24,9 @@ Every mask test is a select inside the vector loop: the library must be built wi
 
 enum { MASK_ASYNC = 0, MASK_SYNC = 1, MASK_NONE = 2 };
 enum { HP_BETA1, HP_BETA2, HP_EPS, HP_INV_BC1, HP_INV_BC2_SQRT, HP_COUNT };
-/* AlphaSGD's table: buffer <- buffer * MOMENTUM + GRAD_WEIGHT * d_p (0 and 1 at the first step),
-   u = NESTEROV * d_p + BUFFER_WEIGHT * buffer; STEP and KEEP_ALL are filled in between the passes. */
-enum { SGD_MOMENTUM, SGD_GRAD_WEIGHT, SGD_WEIGHT_DECAY, SGD_NESTEROV, SGD_BUFFER_WEIGHT, SGD_STEP,
-       SGD_KEEP_ALL, SGD_COUNT };
+/* AlphaSGD's table: u = buffer <- buffer * MOMENTUM + GRAD_WEIGHT * d_p (0 and 1 at the first step),
+   with d_p = g + WEIGHT_DECAY * theta. */
+enum { SGD_MOMENTUM, SGD_GRAD_WEIGHT, SGD_WEIGHT_DECAY, SGD_COUNT };
 enum { OUT_FULL, OUT_MASKED, OUT_KEPT, OUT_COUNT };
 
 /* A mode number packs the options that are literals in the vector loops; each case of the switches
@@ -154,41 +154,32 @@ typedef struct {
             p[j] = p[j] * c - s * d[j];                                                                \
     }                                                                                                  \
                                                                                                        \
-    /* `update` 0: reduce the sums; 1: write the buffer and the parameter. The Nesterov choice is  \
-       arithmetic (0 * d_p adds nothing to a finite u) so that it needs no loop of its own. */         \
+    /* AlphaSGD's direction u is the updated momentum buffer (torch.optim.SGD without Nesterov).    \
+       Like AlphaAdam's first pass, it leaves M * u in the gradient for alphaadam_pass2. */          \
     static inline __attribute__((always_inline)) void sgd_stretch_##T(                                 \
-        T *restrict p, const T *restrict g, T *restrict buf, int64_t lo, int64_t hi,                   \
-        const double *hp, const int mask, const int strict, const int decay, const int update,         \
-        double *sums)                                                                                  \
+        const T *restrict p, T *restrict g, T *restrict buf, int64_t lo, int64_t hi,                   \
+        const double *hp, const int mask, const int strict, const int decay, double *sums)            \
     {                                                                                                  \
         const T mom = (T)hp[SGD_MOMENTUM], w = (T)hp[SGD_GRAD_WEIGHT], wd = (T)hp[SGD_WEIGHT_DECAY];   \
-        const T nes = (T)hp[SGD_NESTEROV], bw = (T)hp[SGD_BUFFER_WEIGHT], s = (T)hp[SGD_STEP];         \
-        const int keep_all = hp[SGD_KEEP_ALL] != 0;                                                    \
         ACC full = 0, masked = 0;                                                                      \
         int32_t kept = 0;                                                                              \
         _Pragma("omp simd reduction(+ : full, masked, kept)")                                          \
         for (int64_t j = lo; j < hi; j++) {                                                            \
             const T b_old = buf[j];                                                                    \
             const T dp = decay ? g[j] + wd * p[j] : g[j];                                              \
-            const T b_new = b_old * mom + w * dp;                                                      \
-            const T u = nes * dp + bw * b_new;                                                         \
-            const T agree = (mask == MASK_ASYNC ? b_old : b_new) * dp;                                 \
+            const T u = b_old * mom + w * dp;                                                          \
+            const T agree = (mask == MASK_ASYNC ? b_old : u) * dp;                                     \
             const int keep = mask == MASK_NONE ? 1 : (strict ? agree > 0 : agree >= 0);                \
-            const T d = (keep | keep_all) ? u : (T)0;                                                  \
-            if (update) {                                                                              \
-                buf[j] = b_new;                                                                        \
-                p[j] = p[j] - s * d;                                                                   \
-            } else {                                                                                   \
-                full += u * u;                                                                         \
-                masked += d * d;                                                                       \
-                kept += keep;                                                                          \
-            }                                                                                          \
+            const T d = keep ? u : (T)0;                                                               \
+            buf[j] = u;                                                                                \
+            g[j] = d;                                                                                  \
+            full += u * u;                                                                             \
+            masked += d * d;                                                                           \
+            kept += keep;                                                                              \
         }                                                                                              \
-        if (!update) {                                                                                 \
-            sums[OUT_FULL] += full;                                                                    \
-            sums[OUT_MASKED] += masked;                                                                \
-            sums[OUT_KEPT] += (double)kept;                                                            \
-        }                                                                                              \
+        sums[OUT_FULL] += full;                                                                        \
+        sums[OUT_MASKED] += masked;                                                                    \
+        sums[OUT_KEPT] += (double)kept;                                                                \
     }                                                                                                  \
                                                                                                        \
     static void sgd_block_##T(const void *ctx, int i, int64_t lo, int64_t hi, double *sums)            \
@@ -198,14 +189,8 @@ typedef struct {
         const double *hp = a->hp + SGD_COUNT * i;                                                      \
         for (int64_t s = lo; s < hi; s += STRETCH) {                                                   \
             const int64_t e = s + STRETCH < hi ? s + STRETCH : hi;                                     \
-            if (sums) {                                                                                \
-                switch (a->mode) {                                                                     \
-                    EACH_MODE(SGD_SUMS_CASE_##T)                                                       \
-                }                                                                                      \
-            } else {                                                                                   \
-                switch (a->mode) {                                                                     \
-                    EACH_MODE(SGD_UPDATE_CASE_##T)                                                     \
-                }                                                                                      \
+            switch (a->mode) {                                                                         \
+                EACH_MODE(SGD_CASE_##T)                                                                \
             }                                                                                          \
         }                                                                                              \
     }                                                                                                  \
@@ -224,7 +209,7 @@ typedef struct {
         return for_each_block(n, sizes, threads, update_block_##T, &a, NULL);                          \
     }                                                                                                  \
                                                                                                        \
-    int alphasgd_pass_##T(int n, void **param, void **grad, void **buf, const int64_t *sizes,          \
+    int alphasgd_pass1_##T(int n, void **param, void **grad, void **buf, const int64_t *sizes,         \
                           const double *hp, int mask, int strict, int decay, double *out,              \
                           int threads)                                                                 \
     {                                                                                                  \
@@ -236,16 +221,12 @@ typedef struct {
 /* The cases of the switches in DEFINE_KERNELS, one per mode number k. */
 #define ADAM_CASE(T, k)                                                                                \
     case k: adam_stretch_##T(g, m, v, s, e, hp, MODE_MASK(k), MODE_STRICT(k), sums); break;
-#define SGD_CASE(T, k, update)                                                                         \
-    case k:                                                                                            \
-        sgd_stretch_##T(p, g, buf, s, e, hp, MODE_MASK(k), MODE_STRICT(k), MODE_FLAG(k), update, sums); \
-        break;
+#define SGD_CASE(T, k)                                                                                 \
+    case k: sgd_stretch_##T(p, g, buf, s, e, hp, MODE_MASK(k), MODE_STRICT(k), MODE_FLAG(k), sums); break;
 #define ADAM_CASE_f32(k) ADAM_CASE(f32, k)
 #define ADAM_CASE_f64(k) ADAM_CASE(f64, k)
-#define SGD_SUMS_CASE_f32(k) SGD_CASE(f32, k, 0)
-#define SGD_SUMS_CASE_f64(k) SGD_CASE(f64, k, 0)
-#define SGD_UPDATE_CASE_f32(k) SGD_CASE(f32, k, 1)
-#define SGD_UPDATE_CASE_f64(k) SGD_CASE(f64, k, 1)
+#define SGD_CASE_f32(k) SGD_CASE(f32, k)
+#define SGD_CASE_f64(k) SGD_CASE(f64, k)
 
 typedef float f32;
 typedef double f64;
