@@ -67,9 +67,12 @@ def evaluate_closure(closure):
         return closure()
 
 
-def params_with_grad(optimizer: torch.optim.Optimizer) -> Iterator[tuple[dict, int, torch.Tensor]]:
-    """(group, index in group, parameter) for every parameter with a dense gradient."""
-    for group in optimizer.param_groups:
+def params_with_grad(
+    optimizer: torch.optim.Optimizer, groups: list[dict] | None = None
+) -> Iterator[tuple[dict, int, torch.Tensor]]:
+    """(group, index in group, parameter) for every parameter with a dense gradient, in ``groups``
+    (default: the optimizer's param groups)."""
+    for group in optimizer.param_groups if groups is None else groups:
         for i, p in enumerate(group["params"]):
             if p.grad is None:
                 continue

@@ -22,11 +22,15 @@ tensors, so checkpoints load with ``torch.load(weights_only=True)`` and resume e
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
+from alphaadam.optim.common import evaluate_closure
 from alphaadam.optim.families import lowrank_param_groups, lowrank_targets
+from alphaadam.optim.gathered import step_whole_matrices
 from alphaadam.optim.param_groups import NamedParameters
-from alphaadam.optim.sharding import refuse_dtensors
+from alphaadam.optim.sharding import DTensor
 
 PROJ_TYPES = ("std", "reverse_std", "left", "right", "full")
 
@@ -70,6 +74,30 @@ def _load_state_dict_post_hook(optimizer) -> None:
             optimizer.state[p]["projector"] = projector
 
 
+@functools.cache
+def sharded_galore_class() -> type:
+    """``GaLoreAdamW`` for FSDP2 shards: the package's step, unchanged, on each projected matrix
+    made whole (:mod:`alphaadam.optim.gathered`). Built on first use: galore-torch loads slowly."""
+    from galore_torch import GaLoreAdamW
+
+    class ShardedGaLoreAdamW(GaLoreAdamW):
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = evaluate_closure(closure)
+            step_whole_matrices(self, lambda group: "rank" in group, self._step_groups)
+            return loss
+
+        def _step_groups(self, groups: list[dict]) -> None:
+            # the package's step reads self.param_groups: show it only the given groups
+            own, self.param_groups = self.param_groups, groups
+            try:
+                super().step()
+            finally:
+                self.param_groups = own
+
+    return ShardedGaLoreAdamW
+
+
 def check_ranks(params: NamedParameters, targets: set[str], rank: int) -> None:
     if not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0:
         raise ValueError(f"rank={rank!r} must be a positive integer")
@@ -106,7 +134,6 @@ def build_galore(
     """
     from galore_torch import GaLoreAdamW
 
-    refuse_dtensors((p for _, p in params.named), "GaLore", "its SVD projection needs whole matrices")
     chosen = lowrank_targets(params, family, targets)
     check_ranks(params, chosen, rank)
     if not isinstance(update_proj_gap, int) or isinstance(update_proj_gap, bool) or update_proj_gap <= 0:
@@ -119,7 +146,8 @@ def build_galore(
         raise ValueError(f"weight_decay={weight_decay!r} must be a number >= 0")
     lowrank = dict(rank=rank, update_proj_gap=update_proj_gap, scale=float(scale), proj_type=proj_type)
     groups = lowrank_param_groups(params, chosen, weight_decay, weight_decay_rule, lowrank, {})
-    optimizer = GaLoreAdamW(
+    sharded = any(isinstance(p, DTensor) for _, p in params.named)
+    optimizer = (sharded_galore_class() if sharded else GaLoreAdamW)(
         groups,
         lr=lr,
         betas=tuple(betas),

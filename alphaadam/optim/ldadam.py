@@ -35,8 +35,8 @@ from alphaadam.optim.common import (
     params_with_grad,
 )
 from alphaadam.optim.families import lowrank_param_groups, lowrank_targets
+from alphaadam.optim.gathered import step_whole_matrices
 from alphaadam.optim.param_groups import NamedParameters
-from alphaadam.optim.sharding import refuse_dtensors
 
 PROJ_TYPES = ("std", "reverse_std", "left", "right")
 PROJ_METHODS = ("power_iteration", "svd")
@@ -77,7 +77,9 @@ def power_iteration_basis(matrix: torch.Tensor, previous: torch.Tensor, left: bo
     """One block power iteration on ``matrix`` warm-started from ``previous``, orthonormalised by QR."""
     if left:  # previous: m x r
         q, _ = torch.linalg.qr(matrix @ (matrix.T @ previous))
-        return q
+        # row-major like every other basis: a checkpoint loaded into a row-major tensor then
+        # multiplies bit for bit as the uninterrupted run (BLAS rounding depends on the layout)
+        return q.contiguous()
     q, _ = torch.linalg.qr(matrix.T @ (matrix @ previous.T))  # previous: r x n
     return q.T.contiguous()
 
@@ -224,12 +226,16 @@ class LDAdam(KeepsStateDtypes, torch.optim.Optimizer):
     def step(self, closure=None):
         loss = evaluate_closure(closure)
         self._restore_error_buffers()
-        for group, _, p in params_with_grad(self):
+        # FSDP2 shards of low-rank matrices are stepped whole (docs/distributed.md)
+        step_whole_matrices(self, lambda group: group["lowrank"], self._step_groups)
+        return loss
+
+    def _step_groups(self, groups: list[dict]) -> None:
+        for group, _, p in params_with_grad(self, groups):
             if group["lowrank"]:
                 self._lowrank_step(group, p)
             else:
                 self._adamw_step(group, p)
-        return loss
 
     def _adamw_step(self, group: dict, p: torch.Tensor) -> None:
         """The reference's AdamW step for parameters outside the low-rank groups."""
@@ -342,7 +348,6 @@ def build_ldadam(
     as the reference's GLUE script: query, key, value, attention.output.dense, intermediate.dense,
     output.dense); ``targets`` (regular expressions) replaces the family's choice.
     """
-    refuse_dtensors((p for _, p in params.named), "LDAdam", "its low-rank projection needs whole matrices")
     chosen = lowrank_targets(params, family, targets)
     lowrank = dict(lowrank=True, rank=rank, rho=rho, proj_type=proj_type, proj_method=proj_method)
     groups = lowrank_param_groups(
