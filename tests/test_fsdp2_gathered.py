@@ -30,7 +30,7 @@ class Net(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.flat = torch.nn.Linear(40, 24)  # 24 x 40: projected from the left by both (moments r x 40)
-        self.wide = torch.nn.Linear(24, 1001)  # 1001 x 24: shards of 501 and 500 rows; projected from the right
+        self.wide = torch.nn.Linear(24, 1001)  # 1001 x 24: shards of 501 and 500 rows, right projection
 
     def forward(self, x):
         return self.wide(self.flat(x).tanh()).square().mean()
@@ -64,6 +64,10 @@ def inject(opt, params, step: int) -> None:
 
 def full(p):
     return p.full_tensor() if hasattr(p, "full_tensor") else p
+
+
+def max_diff(params, others) -> float:
+    return max((full(p) - full(q)).abs().max().item() for p, q in zip(params, others, strict=True))
 
 
 def flat_state(opt) -> list[torch.Tensor]:
@@ -140,22 +144,23 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                     inject(fresh_opt, fresh_params, t)
                 inject(opt, params, t)
                 inject(ref_opt, ref_params, t)
-                diffs.append(max((full(p) - q).abs().max().item() for p, q in zip(params, ref_params)))
+                diffs.append(max_diff(params, ref_params))
             mine, theirs = flat_state(opt), flat_state(ref_opt)
-            replicated = torch.cat([v for v in mine])
+            replicated = torch.cat(mine)
             copies = [torch.zeros_like(replicated) for _ in range(WORLD)]
             dist.all_gather(copies, replicated)
             buffers = [opt.state[p].get("error_buffer") for p in params[0::2]]  # the two weights
             report[name] = {
                 "class": type(opt).__name__,
                 "param_diff_per_step": diffs,
-                "state_diff": max((a - b).abs().max().item() for a, b in zip(mine, theirs, strict=True)),
+                "state_diff": max_diff(mine, theirs),
                 "state_tensors": len(mine),
                 "state_same_on_ranks": all(torch.equal(c, copies[0]) for c in copies),
                 "error_buffer_is_sharded_grad": [
-                    b is p.grad and type(b).__name__ == "DTensor" for b, p in zip(buffers, params[0::2])
+                    b is p.grad and type(b).__name__ == "DTensor"
+                    for b, p in zip(buffers, params[0::2], strict=True)
                 ],
-                "dcp_diff": max((full(p) - full(q)).abs().max().item() for p, q in zip(params, fresh_params)),
+                "dcp_diff": max_diff(params, fresh_params),
             }
 
             # A real forward/backward (the same batch on both ranks, so FSDP2's averaged gradient is
@@ -168,10 +173,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                     o.zero_grad()
                     net(x).backward()
                     o.step()
-            report[f"backward_{name}"] = max(
-                (full(p) - q).abs().max().item()
-                for p, q in zip(model.parameters(), reference.parameters(), strict=True)
-            )
+            report[f"backward_{name}"] = max_diff(model.parameters(), reference.parameters())
         dist.barrier()
     finally:
         with open(f"{out_dir}/rank{rank}.json", "w") as f:

@@ -114,7 +114,9 @@ def check_shard_states(optimizer: torch.optim.Optimizer, name: str) -> None:
 
 
 # The registered optimizers that run on FSDP2 shards (docs/distributed.md).
-FSDP2_READY = "adamw, sgd, alphaadam, cadamw, adamw_am, adamw_sm, alphasgd, microadam or adam8bit"
+FSDP2_READY = (
+    "adamw, sgd, alphaadam, cadamw, adamw_am, adamw_sm, alphasgd, microadam, adam8bit, ldadam or galore"
+)
 
 
 def refuse_dtensors(params, optimizer: str, reason: str) -> None:
