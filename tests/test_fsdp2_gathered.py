@@ -164,16 +164,23 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             }
 
             # A real forward/backward (the same batch on both ranks, so FSDP2's averaged gradient is
-            # the batch's): FSDP2 accumulates into the kept error buffer as the plain backward does.
+            # the batch's): FSDP2 accumulates into the kept error buffer as the plain backward does;
+            # with model.zero_grad() (gradients freed) the step adds the buffer to the fresh ones.
             model, reference = sharded_model()
-            opt, ref_opt = build(name, model), build(name, reference)
+            freed, _ = sharded_model()
+            runs = [
+                (model, build(name, model)),
+                (reference, build(name, reference)),
+                (freed, build(name, freed)),
+            ]
             for t in range(3):
                 x = torch.randn(8, 40, generator=torch.Generator().manual_seed(t))
-                for net, o in ((model, opt), (reference, ref_opt)):
-                    o.zero_grad()
+                for net, o in runs:
+                    (net if net is freed else o).zero_grad()
                     net(x).backward()
                     o.step()
             report[f"backward_{name}"] = max_diff(model.parameters(), reference.parameters())
+            report[f"freed_{name}"] = max_diff(freed.parameters(), reference.parameters())
         dist.barrier()
     finally:
         with open(f"{out_dir}/rank{rank}.json", "w") as f:
@@ -222,4 +229,5 @@ def test_optimizer_state_round_trips_through_dcp(reports, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_real_backward_matches_unsharded(reports, name):
-    assert all(report[f"backward_{name}"] <= 1e-6 for report in reports)
+    for report in reports:
+        assert report[f"backward_{name}"] <= 1e-6 and report[f"freed_{name}"] <= 1e-6, report

@@ -16,6 +16,9 @@ the package's, unchanged. What it does, read from its code (and not "fixed" here
 * ``GaLoreAdamW8bit`` calls ``torch.cuda.synchronize()`` unconditionally and fails on CPU; it is not
   used here.
 
+Under FSDP2 (``fully_shard``) the package's step runs on each projected matrix gathered whole
+(:mod:`alphaadam.optim.gathered`); the result equals the unsharded step.
+
 The projector is a Python object in the optimizer state; ``state_dict()`` here stores it as plain
 tensors, so checkpoints load with ``torch.load(weights_only=True)`` and resume exactly.
 """

@@ -18,6 +18,10 @@ the cost of one extra gradient-sized tensor per low-rank matrix during the backw
 clipping and loss scaling then act on the fresh gradient alone (with ``optimizer.zero_grad()``
 they act on gradient + error, as in the reference). ``state_dict()`` includes the error buffers,
 so a resumed run continues the same trajectory.
+
+Under FSDP2 (``fully_shard``) each low-rank matrix is gathered and stepped whole on every rank
+(:mod:`alphaadam.optim.gathered`), which equals the unsharded step; its error buffer is then the
+sharded gradient, which FSDP2's backward pass accumulates into.
 """
 
 from __future__ import annotations
