@@ -5,16 +5,12 @@ injected, identical on every layout: the sharded optimizer must match the same o
 whole tensors, because FSDP's reduce-scatter rounding would otherwise flip mask signs near zero.
 """
 
-import datetime
-import json
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from alphaadam.optim import available_optimizers, build_optimizer, native
+from tests import gloo_helpers
 
 WORLD = 2
 STEPS = 6
@@ -89,25 +85,9 @@ def full(p):
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (
-        get_model_state_dict,
-        get_optimizer_state_dict,
-        set_model_state_dict,
-        set_optimizer_state_dict,
-    )
-    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=120),  # a rank that fails cannot leave the other waiting long
-    )
-    torch.set_num_threads(1)
-    mesh = init_device_mesh("cpu", (WORLD,))
+    mesh = gloo_helpers.init(rank, port, WORLD)
     report = {}
 
     def sharded_model():
@@ -122,17 +102,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
     def checkpoint_round_trip(model, opt, name, path, make):
         """Save through torch.distributed.checkpoint, load into a fresh ``make()`` and optimizer."""
-        dcp.save(
-            {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)},
-            checkpoint_id=path,
-        )
-        fresh, _ = make()
-        fresh_opt = build(name, fresh)
-        state = {"model": get_model_state_dict(fresh), "optim": get_optimizer_state_dict(fresh, fresh_opt)}
-        dcp.load(state, checkpoint_id=path)
-        set_model_state_dict(fresh, state["model"])
-        set_optimizer_state_dict(fresh, fresh_opt, state["optim"])
-        return fresh, fresh_opt
+
+        def fresh():
+            model, _ = make()
+            return model, build(name, model)
+
+        return gloo_helpers.dcp_round_trip(model, opt, path, fresh)
 
     try:
         for name in available_optimizers():
@@ -249,19 +224,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             report["dcp_microadam"] = str(err)
         dist.barrier()
     finally:
-        with open(f"{out_dir}/rank{rank}.json", "w") as f:
-            json.dump(report, f)
-        dist.destroy_process_group()
+        gloo_helpers.finish(rank, out_dir, report)
 
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fsdp2")
-    with socket.socket() as s:  # a free loopback port from the OS
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_worker, args=(port, str(out)), nprocs=WORLD, join=True)  # raises if a rank fails
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    return gloo_helpers.spawn(_worker, tmp_path_factory.mktemp("fsdp2"), WORLD)
 
 
 def test_every_registered_optimizer_is_covered():

@@ -6,16 +6,14 @@ optimizer must match the same optimizer on whole tensors after every step; a sho
 forward/backward run checks that FSDP2's gradient accumulation feeds LDAdam's error buffer.
 """
 
-import datetime
-import json
-import socket
+import functools
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from alphaadam.optim import build_optimizer
+from tests import gloo_helpers
 
 WORLD = 2
 STEPS = 6
@@ -86,25 +84,9 @@ def flat_state(opt) -> list[torch.Tensor]:
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (
-        get_model_state_dict,
-        get_optimizer_state_dict,
-        set_model_state_dict,
-        set_optimizer_state_dict,
-    )
-    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=120),  # a rank that fails cannot leave the other waiting long
-    )
-    torch.set_num_threads(1)
-    mesh = init_device_mesh("cpu", (WORLD,))
+    mesh = gloo_helpers.init(rank, port, WORLD)
     report = {}
 
     def sharded_model():
@@ -117,6 +99,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         fully_shard(model, mesh=mesh)
         return model, reference
 
+    def fresh_pair(name):
+        model, _ = sharded_model()
+        return model, build(name, model)
+
     try:
         for name in NAMES:
             model, reference = sharded_model()
@@ -125,20 +111,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             diffs = []
             for t in range(STEPS):
                 if t == SAVE_AT:  # save, load into a fresh model and optimizer, continue both
-                    path = f"{out_dir}/{name}_ckpt"
-                    dcp.save(
-                        {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)},
-                        checkpoint_id=path,
+                    fresh, fresh_opt = gloo_helpers.dcp_round_trip(
+                        model, opt, f"{out_dir}/{name}_ckpt", functools.partial(fresh_pair, name)
                     )
-                    fresh, _ = sharded_model()
-                    fresh_opt = build(name, fresh)
-                    state = {
-                        "model": get_model_state_dict(fresh),
-                        "optim": get_optimizer_state_dict(fresh, fresh_opt),
-                    }
-                    dcp.load(state, checkpoint_id=path)
-                    set_model_state_dict(fresh, state["model"])
-                    set_optimizer_state_dict(fresh, fresh_opt, state["optim"])
                     fresh_params = list(fresh.parameters())
                 if t >= SAVE_AT:
                     inject(fresh_opt, fresh_params, t)
@@ -183,19 +158,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             report[f"freed_{name}"] = max_diff(freed.parameters(), reference.parameters())
         dist.barrier()
     finally:
-        with open(f"{out_dir}/rank{rank}.json", "w") as f:
-            json.dump(report, f)
-        dist.destroy_process_group()
+        gloo_helpers.finish(rank, out_dir, report)
 
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fsdp2_gathered")
-    with socket.socket() as s:  # a free loopback port from the OS
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_worker, args=(port, str(out)), nprocs=WORLD, join=True)  # raises if a rank fails
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    return gloo_helpers.spawn(_worker, tmp_path_factory.mktemp("fsdp2_gathered"), WORLD)
 
 
 @pytest.mark.parametrize("name", NAMES)
