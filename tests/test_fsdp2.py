@@ -8,14 +8,19 @@ whole tensors, because FSDP's reduce-scatter rounding would otherwise flip mask 
 import datetime
 import json
 import socket
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from alphaadam.errors import UserError
 from alphaadam.optim import available_optimizers, build_optimizer, native
 from alphaadam.optim.sharding import local
+from alphaadam.train import sharded_checkpoint
+from alphaadam.train.distributed import Distributed
 
 WORLD = 2
 STEPS = 6
@@ -240,6 +245,30 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                 for p, q in zip(params, fresh_params, strict=True)
             )
 
+        # The training loop's sharded checkpoint takes them too, and refuses to resume their per-rank
+        # state on another number of processes (here a pretended third).
+        processes = Distributed(torch.device("cpu"), rank, rank, WORLD)
+        for name in SHARD_LOCAL:
+            model, _ = sharded_model()
+            opt = build(name, model)
+            train(opt, list(model.parameters()), 2)
+            path = Path(out_dir) / f"{name}_run" / "checkpoint.dcp"
+            sharded_checkpoint.save(path, model, opt, {"step": 2}, processes)
+            fresh, _ = sharded_model()
+            fresh_opt = build(name, fresh)
+            step = sharded_checkpoint.load(path, fresh, fresh_opt, processes)["step"]
+            train(opt, list(model.parameters()), 2, start=2)
+            train(fresh_opt, list(fresh.parameters()), 2, start=step)
+            report[f"run_checkpoint_{name}"] = all(
+                torch.equal(local(p), local(q)) and same_state(opt.state[p], fresh_opt.state[q])
+                for p, q in zip(model.parameters(), fresh.parameters(), strict=True)
+            )
+            try:
+                sharded_checkpoint.load(path, fresh, fresh_opt, replace(processes, world_size=WORLD + 1))
+                report[f"run_checkpoint_processes_{name}"] = "loaded"
+            except UserError as err:
+                report[f"run_checkpoint_processes_{name}"] = str(err)
+
         # Per-rank state saved on two ranks does not load where the parameters are split otherwise.
         saved = opt.state_dict()  # Adam-8bit's, after the round trip above
         whole, _ = sharded_model(init_device_mesh("cpu", (WORLD, 1), mesh_dim_names=("dp", "shard"))["shard"])
@@ -305,6 +334,14 @@ def test_optimizers_needing_whole_matrices_refuse_in_one_line(reports, name):
 @pytest.mark.parametrize("name", ["alphaadam", "alphasgd", *SHARD_LOCAL])
 def test_optimizer_state_round_trips_through_dcp(reports, name):
     assert all(report[f"dcp_{name}"] == 0.0 and report[f"dcp_state_{name}"] for report in reports)
+
+
+@pytest.mark.parametrize("name", SHARD_LOCAL)
+def test_run_checkpoints_resume_per_rank_state_on_as_many_processes(reports, name):
+    for report in reports:
+        assert report[f"run_checkpoint_{name}"] is True
+        message = report[f"run_checkpoint_processes_{name}"]
+        assert "written by 2 processes and this run has 3" in message and "\n" not in message, message
 
 
 def test_per_rank_state_refuses_another_number_of_ranks(reports):

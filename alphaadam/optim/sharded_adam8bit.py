@@ -16,6 +16,8 @@ from alphaadam.optim import sharding
 
 
 class ShardedAdamW8bit(bnb.optim.AdamW8bit):
+    state_follows_shards = True  # under FSDP2: saved per rank, resumed on as many ranks only
+
     def init_state(self, group, p, gindex, pindex):
         self._on_shard(super().init_state, group, p, gindex, pindex)
 
