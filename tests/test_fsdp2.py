@@ -272,11 +272,18 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         # Per-rank state saved on two ranks does not load where the parameters are split otherwise.
         saved = opt.state_dict()  # Adam-8bit's, after the round trip above
         whole, _ = sharded_model(init_device_mesh("cpu", (WORLD, 1), mesh_dim_names=("dp", "shard"))["shard"])
+        whole_opt = build("adam8bit", whole)
         try:
-            build("adam8bit", whole).load_state_dict(saved)
+            whole_opt.load_state_dict(saved)
             report["reshard"] = "loaded"
         except RuntimeError as err:
             report["reshard"] = str(err)
+        state = {"model": get_model_state_dict(whole), "optim": get_optimizer_state_dict(whole, whole_opt)}
+        try:  # DCP's own size check: the rows' first dimension is the number of ranks
+            dcp.load(state, checkpoint_id=f"{out_dir}/adam8bit_ckpt")
+            report["reshard_dcp"] = "loaded"
+        except dcp.CheckpointException as err:  # the planners' errors, by rank
+            report["reshard_dcp"] = str(err)
         dist.barrier()
     finally:
         with open(f"{out_dir}/rank{rank}.json", "w") as f:
@@ -348,6 +355,7 @@ def test_per_rank_state_refuses_another_number_of_ranks(reports):
     for report in reports:
         message = report["reshard"]
         assert "saved on 2 FSDP2 ranks and is loaded on 1" in message and "\n" not in message, message
+        assert "Size mismatch between saved torch.Size([2, " in report["reshard_dcp"]
 
 
 def test_infinite_norm_order_is_refused_on_shards(reports):

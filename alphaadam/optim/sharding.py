@@ -6,6 +6,10 @@ sums; the statistics tables of every sharded tensor of a step are concatenated a
 per step per shard group, so that every rank derives the same alpha and the same empty-mask
 decision from the global sums. Optimizer state is created with ``zeros_like(param)`` and stays a
 DTensor, which ``torch.distributed.checkpoint`` saves and loads.
+
+Optimizers that run on each rank's shard as on a plain tensor (MicroAdam, Adam-8bit) keep state
+shaped by the shard, not by the parameter; :func:`per_rank_state_as_dtensors` and
+:func:`per_rank_state_from_dtensors` turn it into DTensors and back for checkpoints.
 """
 
 from __future__ import annotations
