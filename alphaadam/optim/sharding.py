@@ -128,6 +128,8 @@ def per_rank_state_from_dtensors(optimizer: torch.optim.Optimizer, state_dict: d
     Refuses, in one line, rows saved on a different number of ranks."""
     saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
     targets = [(g, p) for g in optimizer.param_groups for p in g["params"]]
+    if len(saved_ids) != len(targets) or not any(isinstance(p, DTensor) for _, p in targets):
+        return state_dict  # nothing to undo; ``load_state_dict`` reports mismatched groups
     state = dict(state_dict["state"])
     for index, (i, (group, p)) in enumerate(zip(saved_ids, targets, strict=True)):
         if not isinstance(p, DTensor) or i not in state:
