@@ -284,6 +284,16 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             report["reshard_dcp"] = "loaded"
         except dcp.CheckpointException as err:  # the planners' errors, by rank
             report["reshard_dcp"] = str(err)
+        # Adam-8bit with a 511 x 16 matrix: shards of 4096 elements (8-bit) and 4080 (fp32, under 4096).
+        straddling = torch.nn.Linear(16, 511, bias=False).double()
+        fully_shard(straddling, mesh=mesh)
+        opt = build("adam8bit", straddling)
+        train(opt, list(straddling.parameters()), 1)
+        try:
+            opt.state_dict()
+            report["straddling"] = "saved"
+        except RuntimeError as err:
+            report["straddling"] = str(err)
         dist.barrier()
     finally:
         with open(f"{out_dir}/rank{rank}.json", "w") as f:
@@ -356,6 +366,13 @@ def test_per_rank_state_refuses_another_number_of_ranks(reports):
         message = report["reshard"]
         assert "saved on 2 FSDP2 ranks and is loaded on 1" in message and "\n" not in message, message
         assert "Size mismatch between saved torch.Size([2, " in report["reshard_dcp"]
+
+
+def test_shards_on_both_sides_of_min_8bit_size_are_refused_in_one_line(reports):
+    for report in reports:
+        message = report["straddling"]
+        assert "2 state tensors on some ranks and 6 on others" in message, message
+        assert "min_8bit_size" in message and "\n" not in message
 
 
 def test_infinite_norm_order_is_refused_on_shards(reports):

@@ -91,26 +91,21 @@ def per_rank_state_as_dtensors(optimizer: torch.optim.Optimizer, state_dict: dic
     for i, _ in sharded:
         if i in state:
             state[i] = _copy_dicts(state[i])
-    leaves = [(i, p, path, t) for i, p in sharded for path, t in _tensors(state.get(i, {}))]
+    leaves = {i: list(_tensors(state.get(i, {}))) for i, _ in sharded}
     device = local(sharded[0][1]).device
-    count = torch.tensor([len(leaves), -len(leaves)], device=device)
-    dist.all_reduce(count, op=dist.ReduceOp.MAX)
-    if int(count[0]) != -int(count[1]):
-        raise RuntimeError(
-            f"{type(optimizer).__name__}: the ranks hold different numbers of per-rank state tensors "
-            f"({-int(count[1])} to {int(count[0])}); save the state after a step() on every rank"
-        )
-    codes = [_DTYPES.index(t.dtype) for *_, t in leaves]
-    table = [[t.numel(), c, -c] for (*_, t), c in zip(leaves, codes, strict=True)]
+    counts = torch.tensor([[len(leaves[i]), -len(leaves[i])] for i, _ in sharded], device=device)
+    dist.all_reduce(counts, op=dist.ReduceOp.MAX)
+    flat = [(i, p, path, t) for i, p in sharded for path, t in leaves[i]]
+    codes = [_DTYPES.index(t.dtype) for *_, t in flat]
+    table = [[t.numel(), c, -c] for (*_, t), c in zip(flat, codes, strict=True)]
     table = torch.tensor(table, dtype=torch.int64, device=device).reshape(-1, 3)
+    for (i, _), (most, fewest) in zip(sharded, counts.tolist(), strict=True):
+        if most != -fewest:  # the same on every rank: all of them stop here
+            _refuse_mixed(optimizer, i, f"holds {-fewest} state tensors on some ranks and {most} on others")
     dist.all_reduce(table, op=dist.ReduceOp.MAX)
-    for (i, p, path, t), (length, code, negative) in zip(leaves, table.tolist(), strict=True):
+    for (i, p, path, t), (length, code, negative) in zip(flat, table.tolist(), strict=True):
         if code != -negative:
-            raise RuntimeError(
-                f"{type(optimizer).__name__}'s state {'.'.join(path)!r} of {_param_name(optimizer, i)} has "
-                "different dtypes on different ranks (Adam-8bit with shards on both sides of "
-                "min_8bit_size); DCP cannot save it: choose a min_8bit_size that no shard straddles"
-            )
+            _refuse_mixed(optimizer, i, f"has its {'.'.join(path)!r} in different dtypes on different ranks")
         row = torch.zeros(1, length, dtype=t.dtype, device=device)
         row[0, : t.numel()] = t.reshape(-1)
         placements = [Shard(0) if pl.is_shard() else Replicate() for pl in p.placements]
@@ -160,6 +155,14 @@ def per_rank_state_from_dtensors(optimizer: torch.optim.Optimizer, state_dict: d
 
 # Every dtype a state tensor may have, in a fixed order: an index names one across ranks.
 _DTYPES = sorted({v for v in vars(torch).values() if isinstance(v, torch.dtype)}, key=str)
+
+
+def _refuse_mixed(optimizer, index: int, what: str) -> None:
+    raise RuntimeError(
+        f"{type(optimizer).__name__}'s state of {_param_name(optimizer, index)} {what} (Adam-8bit: the "
+        "shards lie on both sides of min_8bit_size, 8-bit on some ranks and fp32 on others); DCP cannot "
+        "save it: choose a min_8bit_size that none of its shards straddles"
+    )
 
 
 def _ranks(param) -> int:
