@@ -3,7 +3,7 @@
 The checkpoint is one directory, ``checkpoint.dcp/``: the shards of the model and the optimizer
 (DCP's ``.metadata`` and ``*.distcp`` files) and ``session.pt``, the small replicated parts that
 rank 0 writes (step, tokens, scaler, tracker, random states, data position, elapsed time, W&B id,
-the optimizer's parameter-group settings).
+the optimizer's parameter-group settings, the number of processes).
 It is written into a temporary directory and renamed into place after every shard is on disk, so a
 kill during the write leaves the previous checkpoint whole.
 """
@@ -18,6 +18,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.tensor import DTensor
 
+from alphaadam.errors import UserError
 from alphaadam.runs.files import TMP_SUFFIX, UnreadableRunFile, save_torch
 from alphaadam.train.distributed import Distributed, barrier, broadcast
 from alphaadam.train.state import load_checkpoint
@@ -42,7 +43,8 @@ def save(path: Path, model, optimizer, replicated: dict, dist: Distributed) -> N
     model_state, optimizer_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
     if dist.is_main:  # dcp.save returns on rank 0 once every shard and the metadata are written
-        save_torch(tmp / REPLICATED_FILE, {**replicated, "param_groups": _group_settings(optimizer)})
+        replicated = {**replicated, "param_groups": _group_settings(optimizer), "processes": dist.world_size}
+        save_torch(tmp / REPLICATED_FILE, replicated)
         if path.exists():
             path.rename(old)
         tmp.rename(path)
@@ -60,6 +62,13 @@ def load(path: Path, model, optimizer, dist: Distributed) -> dict | None:
     if replicated is None:
         raise UnreadableRunFile(
             f"checkpoint {path} has no {REPLICATED_FILE}: restore it, or delete it to start the run over"
+        )
+    processes = replicated.pop("processes", dist.world_size)
+    if processes != dist.world_size and getattr(optimizer, "state_follows_shards", False):
+        raise UserError(
+            f"checkpoint {path} was written by {processes} processes and this run has {dist.world_size}: "
+            f"{type(optimizer).__name__}'s state follows each process's shard, so resume it with "
+            f"{processes} processes, or delete it to start the run over"
         )
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
