@@ -13,10 +13,32 @@ import bitsandbytes as bnb
 import torch
 
 from alphaadam.optim import sharding
+from alphaadam.optim.common import param_name
 
 
 class ShardedAdamW8bit(bnb.optim.AdamW8bit):
     state_follows_shards = True  # under FSDP2: saved per rank, resumed on as many ranks only
+
+    def __init__(self, params, *args, **kwargs):
+        super().__init__(params, *args, **kwargs)
+        self._refuse_straddling_shards()
+
+    def _refuse_straddling_shards(self) -> None:
+        """bitsandbytes keeps a tensor under ``min_8bit_size`` in fp32: a DTensor whose shards lie on
+        both sides of it would hold 8-bit state on some ranks and fp32 on others, which no checkpoint
+        can save. Known from the shapes alone, so refused here rather than at the first save."""
+        threshold = self.args.min_8bit_size
+        for group, index, p in ((g, i, q) for g in self.param_groups for i, q in enumerate(g["params"])):
+            if sharding.is_plain(p):
+                continue
+            smallest, largest = sharding.shard_numel_range(p)
+            if smallest < threshold <= largest:
+                raise ValueError(
+                    f"Adam-8bit under FSDP2: the shards of {param_name(group, index)} hold "
+                    f"{smallest} to {largest} elements, on both sides of min_8bit_size={threshold} "
+                    "(8-bit state on some ranks, fp32 on others, which checkpoints cannot save); "
+                    f"set min_8bit_size to at most {smallest} or above {largest}"
+                )
 
     def init_state(self, group, p, gindex, pindex):
         self._on_shard(super().init_state, group, p, gindex, pindex)

@@ -165,6 +165,18 @@ def _refuse_mixed(optimizer, index: int, what: str) -> None:
     )
 
 
+def shard_numel_range(param) -> tuple[int, int]:
+    """The fewest and most elements any rank holds of a DTensor ``param`` (torch's chunking: each of
+    ``n`` ranks takes ``ceil(size / n)`` rows of a sharded dimension, the last ones what is left)."""
+    smallest, largest = list(param.shape), list(param.shape)
+    for d, pl in enumerate(param.placements):
+        if pl.is_shard():
+            n, size = param.device_mesh.size(d), largest[pl.dim]
+            chunk = -(-size // n)
+            smallest[pl.dim], largest[pl.dim] = max(0, size - chunk * (n - 1)), min(chunk, size)
+    return math.prod(smallest), math.prod(largest)
+
+
 def _ranks(param) -> int:
     """The number of ranks over which ``param``'s rows are split."""
     return math.prod(param.device_mesh.size(d) for d, pl in enumerate(param.placements) if pl.is_shard())
