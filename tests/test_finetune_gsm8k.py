@@ -77,6 +77,24 @@ def test_interrupted_run_resumes_to_the_same_losses(tmp_path, monkeypatch):
     assert read_result(run_dir_for(resumed))["metrics"] == read_result(run_dir_for(uninterrupted))["metrics"]
 
 
+def test_data_options_are_this_recipes_and_the_tiny_pair_learns_in_a_minute():
+    from alphaadam.errors import ConfigError
+    from alphaadam.train.config import validate
+
+    quick = compose("finetune_gsm8k", ["model=tiny_llama", "data=embedded"])
+    assert quick.data.source == "embedded" and quick.experiment == "finetune_gsm8k"
+    assert (quick.optimizer.lr, quick.trainer.epochs) == (3e-3, 120)  # model_data/tiny_llama_embedded
+    tiny = compose("finetune_gsm8k", ["experiment=gsm8k_tiny"])
+    assert {k: v for k, v in tiny.items() if k != "experiment"} == {
+        k: v for k, v in quick.items() if k != "experiment"
+    }
+    paper = compose("finetune_gsm8k", ["model=tiny_llama"])  # the pair's settings only with both
+    assert (paper.data.source, paper.optimizer.lr, paper.trainer.epochs) == ("hub", 5e-5, 3)
+    assert compose("pretrain_gpt", ["data=embedded"]).data.name == "embedded"  # GPT's tokens there
+    with pytest.raises(ConfigError, match="for another recipe; choose one of: embedded, hub$"):
+        validate(compose("finetune_gsm8k", ["data=openwebtext"]), recipe.SCHEMA)
+
+
 def test_gated_model_error_names_the_licence_and_login(monkeypatch):
     import transformers
 

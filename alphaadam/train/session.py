@@ -333,7 +333,7 @@ def run_main(train: Callable[[DictConfig], object], recipe: str) -> None:
     its traceback (exit 1)."""
     import hydra
 
-    from alphaadam.paths import CONFIG_DIR
+    from alphaadam.paths import hydra_search
 
     main_process = os.environ.get("RANK", "0") == "0"
 
@@ -349,4 +349,6 @@ def run_main(train: Callable[[DictConfig], object], recipe: str) -> None:
                 print(f"{recipe}: interrupted; run the same command again to resume", file=sys.stderr)
             sys.exit(130)
 
-    hydra.main(version_base=None, config_path=str(CONFIG_DIR), config_name=recipe)(main)()
+    config_dir, search = hydra_search(recipe)
+    sys.argv.extend(search)
+    hydra.main(version_base=None, config_path=str(config_dir), config_name=recipe)(main)()
