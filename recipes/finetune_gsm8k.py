@@ -279,6 +279,8 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
 
             # -- this step's record; at the end, the saved model and its lm-eval score -----------------
             last = step == total_steps
+            if last:  # FSDP2: every process writes its shards before rank 0 scores alone
+                session.stage_checkpoint()
             values = session.step_stats(lr, grad_norm) if step % t.log_every == 0 or last else {}
             if last and (scores := score(s, model, tokenizer, session)):
                 values.update(scores)

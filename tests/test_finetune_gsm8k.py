@@ -14,6 +14,7 @@ from alphaadam.evals import gsm8k as gsm8k_eval
 from alphaadam.models.hf import ModelUnavailable, load_causal_lm
 from alphaadam.runs import read_result, run_dir_for
 from alphaadam.train.config import compose
+from alphaadam.train.state import load_checkpoint
 from tests.pretrain_helpers import REPO
 from tests.run_helpers import interrupt_at, records
 
@@ -144,7 +145,8 @@ def test_two_fsdp2_processes_match_one(tmp_path, optimizer):
 
 def test_two_fsdp2_processes_resume_from_their_shards(tmp_path):
     """Two AlphaAdam processes interrupted after the checkpoint at step 2 resume from its shards
-    (checkpoint.dcp) to the losses of an uninterrupted two-process run."""
+    (checkpoint.dcp) to the losses of an uninterrupted two-process run, which ends with a
+    checkpoint of its last step as a one-process run does."""
     overrides = (
         *SHORT,
         "optimizer=alphaadam",
@@ -152,13 +154,18 @@ def test_two_fsdp2_processes_resume_from_their_shards(tmp_path):
         "trainer.checkpoint_every=2",
         "trainer.micro_batch_size=2",
     )
-    run = torchrun("recipes/finetune_gsm8k.py", tmp_path / "a", *overrides)
+    run = torchrun("recipes/finetune_gsm8k.py", tmp_path / "a", *overrides, "trainer.keep_checkpoint=true")
     assert run.returncode == 0, run.stderr[-3000:]
+    final = run_dir_for(config(tmp_path / "a", *overrides)) / "checkpoint.dcp"
+    assert sorted(p.name for p in final.iterdir()) == ["LATEST", "step-6"]
+    session = load_checkpoint(final / "step-6" / "session.pt")  # committed after the scoring
+    assert session["step"] == 6 and "accuracy" in session["tracker"]["final"]
     interrupted = torchrun("tests/gsm8k_interrupted.py", tmp_path / "b", "4", *overrides)
     assert interrupted.returncode != 0 and "interrupted; run the same command again" in interrupted.stderr
     resumed = config(tmp_path / "b", *overrides)
     checkpoint = run_dir_for(resumed) / "checkpoint.dcp"
-    assert (checkpoint / ".metadata").is_file() and (checkpoint / "session.pt").is_file()
+    assert (checkpoint / "LATEST").read_text() == "step-2"
+    assert {p.name for p in (checkpoint / "step-2").iterdir()} >= {".metadata", "session.pt"}
     assert not (run_dir_for(resumed) / "checkpoint.pt").exists()
     assert max(r["step"] for r in records(resumed)) == 3  # logged past the checkpoint at step 2
     run = torchrun("recipes/finetune_gsm8k.py", tmp_path / "b", *overrides)
