@@ -296,7 +296,7 @@ class RunSession:
             save_checkpoint(self.checkpoint_path, {**state, **whole})
 
     def _replicated(self) -> dict:
-        """What a checkpoint holds besides the model and optimizer (the same on every process)."""
+        """What a checkpoint holds besides the model and optimizer (the main process's is kept)."""
         return {
             "step": self.step,
             "tokens": self.tokens,
