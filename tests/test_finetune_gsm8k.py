@@ -91,6 +91,8 @@ def test_data_options_are_this_recipes_and_the_tiny_pair_learns_in_a_minute():
     }
     paper = compose("finetune_gsm8k", ["model=tiny_llama"])  # the pair's settings only with both
     assert (paper.data.source, paper.optimizer.lr, paper.trainer.epochs) == ("hub", 5e-5, 3)
+    smoke = compose("finetune_gsm8k", ["model=tiny_llama", "data.source=embedded"])
+    assert run_dir_for(smoke) != run_dir_for(paper)  # other rows: never skipped as the same run
     assert compose("pretrain_gpt", ["data=embedded"]).data.name == "embedded"  # GPT's tokens there
     with pytest.raises(ConfigError, match="for another recipe; choose one of: embedded, hub$"):
         validate(compose("finetune_gsm8k", ["data=openwebtext"]), recipe.SCHEMA)
