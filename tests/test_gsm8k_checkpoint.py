@@ -8,10 +8,11 @@ import torch
 from alphaadam.errors import UserError
 from alphaadam.train import sharded_checkpoint
 from alphaadam.train.distributed import Distributed
-from alphaadam.train.sharded_checkpoint import commit, latest, load, save, stage
+from alphaadam.train.sharded_checkpoint import commit, latest, load, refuse_other_layout, save, stage
 from alphaadam.train.state import load_checkpoint
 
 ONE = Distributed(torch.device("cpu"))
+TWO = Distributed(torch.device("cpu"), rank=1, local_rank=1, world_size=2)
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")  # one process, by design
 
 
@@ -62,7 +63,22 @@ def test_round_trip_restores_model_and_optimizer(tmp_path):
 def test_another_number_of_processes_is_refused_in_one_line(tmp_path):
     model, optimizer = trained()
     commit(stage(tmp_path, model, optimizer, 2, ONE), optimizer, {"step": 2}, world_size=2)
-    refused = r"written by 2 processes and this run has 1: resume it with 2 "
+    refused = r"written by 2 processes and this run has 1: resume it with 2 processes, or delete"
     with pytest.raises(UserError, match=refused) as err:
         load(tmp_path, model, optimizer, ONE)
     assert "\n" not in str(err.value)
+
+
+def test_the_other_kind_of_checkpoint_is_refused_in_one_line(tmp_path):
+    """Two FSDP2 processes' checkpoint.dcp found by one process, or one process's checkpoint.pt
+    found by two: refused, never ignored by a run that would start over beside it."""
+    model, optimizer = trained()
+    commit(stage(tmp_path / "checkpoint.dcp", model, optimizer, 2, ONE), optimizer, {"step": 2}, 2)
+    with pytest.raises(UserError, match=r"checkpoint.dcp was written by 2 processes and this run has 1"):
+        refuse_other_layout(tmp_path / "checkpoint.pt", sharded=False, dist=ONE)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(UserError, match=r"checkpoint.pt was written by 1 process and this run has 2"):
+        refuse_other_layout(other / "checkpoint.pt", sharded=True, dist=TWO)
+    refuse_other_layout(other / "checkpoint.pt", sharded=False, dist=ONE)  # its own kind: no objection

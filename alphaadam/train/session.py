@@ -170,6 +170,7 @@ class RunSession:
         """Load the checkpoint into the model, optimizer, scaler, tracker and generators, and the
         step, tokens and W&B id into the session; returns the wall time the run had taken."""
         sharded = sharded_checkpoint.is_sharded(self.model)
+        sharded_checkpoint.refuse_other_layout(self.recorder.checkpoint_path, sharded, self.dist)
         if sharded:  # the shards are loaded in place; the replicated parts come back
             checkpoint = sharded_checkpoint.load(self.checkpoint_path, self.model, self.optimizer, self.dist)
         else:

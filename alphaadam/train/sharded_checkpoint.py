@@ -103,10 +103,7 @@ def load(path: Path, model, optimizer, dist: Distributed) -> dict | None:
         )
     recorded = replicated.pop("world_size")
     if recorded != dist.world_size:
-        raise UserError(
-            f"checkpoint {path} was written by {recorded} processes and this run has {dist.world_size}: "
-            f"resume it with {recorded} (torchrun --nproc-per-node={recorded}), or delete it to start over"
-        )
+        raise UserError(other_process_count(path, recorded, dist.world_size))
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
     dcp.load(state, checkpoint_id=current)
@@ -114,6 +111,28 @@ def load(path: Path, model, optimizer, dist: Distributed) -> dict | None:
     for group, settings in zip(optimizer.param_groups, replicated.pop("param_groups"), strict=True):
         group.update(settings)
     return replicated
+
+
+def refuse_other_layout(single: Path, sharded: bool, dist: Distributed) -> None:
+    """Stop in one line, rather than start over beside it, when the run directory holds the other
+    kind of checkpoint: ``single`` (``checkpoint.pt``, one process's) for a sharded run,
+    ``checkpoint.dcp`` beside it (several processes') for an unsharded one."""
+    single = Path(single)
+    shards = single.parent / SHARDED_DIR
+    if sharded and single.is_file():
+        raise UserError(other_process_count(single, 1, dist.world_size))
+    current = None if sharded else latest(shards)
+    if current is not None:
+        recorded = load_checkpoint(current / REPLICATED_FILE)["world_size"]
+        raise UserError(other_process_count(shards, recorded, dist.world_size))
+
+
+def other_process_count(path: Path, recorded: int, current: int) -> str:
+    processes = f"{recorded} process{'es' * (recorded > 1)}"
+    return (
+        f"checkpoint {path} was written by {processes} and this run has {current}: "
+        f"resume it with {processes}, or delete it to start over"
+    )
 
 
 def _group_settings(optimizer) -> list[dict]:
