@@ -39,6 +39,25 @@ def test_local_directory_without_files_is_refused_in_one_line(tmp_path):
         load_rows(str(tmp_path))
 
 
+def test_hub_rows_are_read_at_the_pinned_revision(monkeypatch):
+    import datasets
+
+    from alphaadam.train.config import compose
+
+    calls = []
+
+    def load_dataset(*args, **kwargs):
+        calls.append((args, kwargs))
+        rows = datasets.Dataset.from_dict({"question": ["1+1?"], "answer": ["2\n#### 2"]})
+        return {"train": rows, "test": rows}
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)  # offline: the call, not the hub
+    data = compose("finetune_gsm8k").data
+    assert data.source == "hub" and len(data.revision) == 40
+    load_rows(data.source, data.hub_id, data.config, data.revision)
+    assert calls == [(("openai/gsm8k", "main"), {"revision": data.revision})]
+
+
 def test_local_jsonl_rows(tmp_path):
     for split in ("train", "test"):
         (tmp_path / f"{split}.jsonl").write_text('{"question": "1+1?", "answer": "2\\n#### 2"}\n')

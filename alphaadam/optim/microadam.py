@@ -95,8 +95,6 @@ class MicroAdam(KeepsStateDtypes, torch.optim.Optimizer):
     ``step()`` leaves ``p.grad`` untouched.
     """
 
-    state_follows_shards = True  # under FSDP2: saved per rank, resumed on as many ranks only
-
     def __init__(
         self,
         params,

@@ -17,8 +17,6 @@ from alphaadam.optim.common import param_name
 
 
 class ShardedAdamW8bit(bnb.optim.AdamW8bit):
-    state_follows_shards = True  # under FSDP2: saved per rank, resumed on as many ranks only
-
     def __init__(self, params, *args, **kwargs):
         super().__init__(params, *args, **kwargs)
         self._refuse_straddling_shards()
