@@ -106,3 +106,10 @@ def test_sequence_loss_is_each_sequences_token_mean(tiny):
         alone = collate([e], tok.pad_token_id)
         expected = model(input_ids=alone["input_ids"], labels=alone["labels"]).loss  # HF's token mean
         torch.testing.assert_close(together[i], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_scoring_alone_defaults_to_the_recipes_pin():
+    from alphaadam.evals.gsm8k import pinned_revision
+    from alphaadam.train.config import compose
+
+    assert pinned_revision() == compose("finetune_gsm8k").data.revision
