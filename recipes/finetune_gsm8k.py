@@ -1,18 +1,19 @@
 """Fine-tune a causal LM (Llama-2-7B) on GSM8K with any registered optimizer, scored with lm-eval
 (paper Table 2, Figure 3).
 
-    python recipes/finetune_gsm8k.py experiment=gsm8k_tiny               # minutes on a CPU, offline
+    python recipes/finetune_gsm8k.py model=tiny_llama data=embedded     # a minute on a CPU, offline
     python recipes/finetune_gsm8k.py optimizer=alphaadam optimizer.lr=5e-5  # Llama-2-7B (gated: below)
     make reproduce-gsm8k                                                 # the study (DRY_RUN=1: the plan)
 
 The model is ``meta-llama/Llama-2-7b-hf`` (a gated repository: accept its licence on the hub and
 ``huggingface-cli login``, or set ``model.path`` to a local copy), or ``model=tiny_llama``: a tiny
-random Llama with a tokenizer trained in-process. The rows are ``openai/gsm8k`` (``data.source=hub``),
-a local directory, or ``embedded``: the eight GSM8K problems lm-eval ships, used as both splits
-(alphaadam/data/gsm8k.py). Each example is the prompt then the answer and EOS; the loss is on the
-answer and EOS only, each sequence's token mean averaged over the batch, so that micro-batching
-(``trainer.micro_batch_size``) does not change it. The learning rate warms up for 20 steps and
-decays linearly to 0; there is no clipping (the anchors' setting) unless ``trainer.grad_clip`` > 0.
+random Llama with a tokenizer trained in-process. The rows are ``openai/gsm8k`` at a pinned commit
+(``data=hub``), a local directory (``data.source=DIR``), or ``data=embedded``: the eight GSM8K
+problems lm-eval ships, used as both splits (alphaadam/data/gsm8k.py). Each example is the prompt
+then the answer and EOS; the loss is on the answer and EOS only, each sequence's token mean
+averaged over the batch, so that micro-batching (``trainer.micro_batch_size``) does not change it.
+The learning rate warms up for 20 steps and decays linearly to 0; there is no clipping (the
+anchors' setting) unless ``trainer.grad_clip`` > 0.
 
 At the end the fine-tuned model is saved as a Hugging Face folder (``model/`` in the run directory)
 and scored 0-shot with lm-eval on the test split (alphaadam/evals/gsm8k.py): ``metrics.final.accuracy``
@@ -61,7 +62,7 @@ RECIPE = "finetune_gsm8k"
 PAPER_STEPS = 702  # App. F.3: 3 epochs of the 7,473 training rows at batch 32
 
 
-# -- the config schema (configs/finetune_gsm8k.yaml and its groups are validated against it) ---------
+# -- the config schema (configs/finetune_gsm8k/finetune_gsm8k.yaml and its groups are checked against it)
 
 
 @dataclass
@@ -279,6 +280,8 @@ def _train(cfg: DictConfig, s: DictConfig, dist) -> dict | None:
 
             # -- this step's record; at the end, the saved model and its lm-eval score -----------------
             last = step == total_steps
+            if last:  # FSDP2: every process writes its shards before rank 0 scores alone
+                session.stage_checkpoint()
             values = session.step_stats(lr, grad_norm) if step % t.log_every == 0 or last else {}
             if last and (scores := score(s, model, tokenizer, session)):
                 values.update(scores)

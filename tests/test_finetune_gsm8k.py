@@ -14,6 +14,7 @@ from alphaadam.evals import gsm8k as gsm8k_eval
 from alphaadam.models.hf import ModelUnavailable, load_causal_lm
 from alphaadam.runs import read_result, run_dir_for
 from alphaadam.train.config import compose
+from alphaadam.train.state import load_checkpoint
 from tests.pretrain_helpers import REPO
 from tests.run_helpers import interrupt_at, records
 
@@ -77,6 +78,26 @@ def test_interrupted_run_resumes_to_the_same_losses(tmp_path, monkeypatch):
     assert read_result(run_dir_for(resumed))["metrics"] == read_result(run_dir_for(uninterrupted))["metrics"]
 
 
+def test_data_options_are_this_recipes_and_the_tiny_pair_learns_in_a_minute():
+    from alphaadam.errors import ConfigError
+    from alphaadam.train.config import validate
+
+    quick = compose("finetune_gsm8k", ["model=tiny_llama", "data=embedded"])
+    assert quick.data.source == "embedded" and quick.experiment == "finetune_gsm8k"
+    assert (quick.optimizer.lr, quick.trainer.epochs) == (3e-3, 120)  # model_data/tiny_llama_embedded
+    tiny = compose("finetune_gsm8k", ["experiment=gsm8k_tiny"])
+    assert {k: v for k, v in tiny.items() if k != "experiment"} == {
+        k: v for k, v in quick.items() if k != "experiment"
+    }
+    paper = compose("finetune_gsm8k", ["model=tiny_llama"])  # the pair's settings only with both
+    assert (paper.data.source, paper.optimizer.lr, paper.trainer.epochs) == ("hub", 5e-5, 3)
+    smoke = compose("finetune_gsm8k", ["model=tiny_llama", "data.source=embedded"])
+    assert run_dir_for(smoke) != run_dir_for(paper)  # other rows: never skipped as the same run
+    assert compose("pretrain_gpt", ["data=embedded"]).data.name == "embedded"  # GPT's tokens there
+    with pytest.raises(ConfigError, match="for another recipe; choose one of: embedded, hub$"):
+        validate(compose("finetune_gsm8k", ["data=openwebtext"]), recipe.SCHEMA)
+
+
 def test_gated_model_error_names_the_licence_and_login(monkeypatch):
     import transformers
 
@@ -108,25 +129,32 @@ def torchrun(script: str, root, *args) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "alphaadam"])
-def test_two_fsdp2_processes_match_one(tmp_path, optimizer):
-    """torchrun with 2 CPU processes (FSDP2, gloo), 2 sequences each = 1 process with 4 sequences."""
-    overrides = (*SHORT, f"optimizer={optimizer}", "trainer.checkpoint_every=0", "trainer.micro_batch_size=2")
-    single = config(tmp_path / "one", *overrides)
+def assert_two_processes_match_one(root_one, root_two, overrides) -> None:
+    """The losses of the two-process run under ``root_two`` are those of one process (run here)
+    with the same settings: 2 sequences on each process = 4 sequences on one."""
+    single = config(root_one, *overrides)
     recipe.train(single)
-    run = torchrun("recipes/finetune_gsm8k.py", tmp_path / "two", *overrides)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.count("completed 12 steps") == 1  # rank 0 prints, the other is silent
-    a, b = records(single), records(config(tmp_path / "two", *overrides))
+    a, b = records(single), records(config(root_two, *overrides))
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for ra, rb in zip(a, b, strict=True):
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-4)
+
+
+def test_two_fsdp2_processes_match_one(tmp_path):
+    """torchrun with 2 CPU processes (FSDP2, gloo) and AdamW = 1 process; AlphaAdam's case is the
+    resume test's uninterrupted run."""
+    overrides = (*SHORT, "optimizer=adamw", "trainer.checkpoint_every=0", "trainer.micro_batch_size=2")
+    run = torchrun("recipes/finetune_gsm8k.py", tmp_path / "two", *overrides)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("completed 12 steps") == 1  # rank 0 prints, the other is silent
+    assert_two_processes_match_one(tmp_path / "one", tmp_path / "two", overrides)
     assert "accuracy" in read_result(run_dir_for(config(tmp_path / "two", *overrides)))["metrics"]["final"]
 
 
 def test_two_fsdp2_processes_resume_from_their_shards(tmp_path):
     """Two AlphaAdam processes interrupted after the checkpoint at step 2 resume from its shards
-    (checkpoint.dcp) to the losses of an uninterrupted two-process run."""
+    (checkpoint.dcp) to the losses of an uninterrupted two-process run, which matches one process
+    and ends with a checkpoint of its last step as a one-process run does."""
     overrides = (
         *SHORT,
         "optimizer=alphaadam",
@@ -134,13 +162,19 @@ def test_two_fsdp2_processes_resume_from_their_shards(tmp_path):
         "trainer.checkpoint_every=2",
         "trainer.micro_batch_size=2",
     )
-    run = torchrun("recipes/finetune_gsm8k.py", tmp_path / "a", *overrides)
+    run = torchrun("recipes/finetune_gsm8k.py", tmp_path / "a", *overrides, "trainer.keep_checkpoint=true")
     assert run.returncode == 0, run.stderr[-3000:]
+    assert_two_processes_match_one(tmp_path / "one", tmp_path / "a", overrides)
+    final = run_dir_for(config(tmp_path / "a", *overrides)) / "checkpoint.dcp"
+    assert sorted(p.name for p in final.iterdir()) == ["LATEST", "step-6"]
+    session = load_checkpoint(final / "step-6" / "session.pt")  # committed after the scoring
+    assert session["step"] == 6 and "accuracy" in session["tracker"]["final"]
     interrupted = torchrun("tests/gsm8k_interrupted.py", tmp_path / "b", "4", *overrides)
     assert interrupted.returncode != 0 and "interrupted; run the same command again" in interrupted.stderr
     resumed = config(tmp_path / "b", *overrides)
     checkpoint = run_dir_for(resumed) / "checkpoint.dcp"
-    assert (checkpoint / ".metadata").is_file() and (checkpoint / "session.pt").is_file()
+    assert (checkpoint / "LATEST").read_text() == "step-2"
+    assert {p.name for p in (checkpoint / "step-2").iterdir()} >= {".metadata", "session.pt"}
     assert not (run_dir_for(resumed) / "checkpoint.pt").exists()
     assert max(r["step"] for r in records(resumed)) == 3  # logged past the checkpoint at step 2
     run = torchrun("recipes/finetune_gsm8k.py", tmp_path / "b", *overrides)

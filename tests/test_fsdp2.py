@@ -5,11 +5,18 @@ injected, identical on every layout: the sharded optimizer must match the same o
 whole tensors, because FSDP's reduce-scatter rounding would otherwise flip mask signs near zero.
 """
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 import torch
 import torch.distributed as dist
 
+from alphaadam.errors import UserError
 from alphaadam.optim import available_optimizers, build_optimizer, native
+from alphaadam.optim.sharding import local
+from alphaadam.train import sharded_checkpoint
+from alphaadam.train.distributed import Distributed
 from tests import gloo_helpers
 
 WORLD = 2
@@ -84,30 +91,50 @@ def full(p):
     return p.full_tensor() if hasattr(p, "full_tensor") else p
 
 
+def same_state(a: dict, b: dict) -> bool:
+    """Two parameters' optimizer states hold the same keys and bitwise equal values."""
+    if a.keys() != b.keys():
+        return False
+    return all(torch.equal(local(v), local(b[k])) if torch.is_tensor(v) else v == b[k] for k, v in a.items())
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     mesh = gloo_helpers.init(rank, port, WORLD)
     report = {}
 
-    def sharded_model():
+    def sharded_model(shard_mesh=None):
         torch.manual_seed(0)
         model = Net().double()
         reference = Net().double()
         reference.load_state_dict(model.state_dict())
-        fully_shard(model.wide)  # its own default mesh: still one all-reduce per step
-        fully_shard(model.narrow, mesh=mesh)
-        fully_shard(model, mesh=mesh)
+        fully_shard(model.wide, mesh=shard_mesh)  # None: its own default mesh; still one all-reduce a step
+        fully_shard(model.narrow, mesh=shard_mesh or mesh)
+        fully_shard(model, mesh=shard_mesh or mesh)
         return model, reference
 
     def checkpoint_round_trip(model, opt, name, path, make):
         """Save through torch.distributed.checkpoint, load into a fresh ``make()`` and optimizer."""
-
-        def fresh():
-            model, _ = make()
-            return model, build(name, model)
-
-        return gloo_helpers.dcp_round_trip(model, opt, path, fresh)
+        dcp.save(
+            {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)},
+            checkpoint_id=path,
+        )
+        fresh, _ = make()
+        fresh_opt = build(name, fresh)
+        state = {"model": get_model_state_dict(fresh), "optim": get_optimizer_state_dict(fresh, fresh_opt)}
+        dcp.load(state, checkpoint_id=path)
+        set_model_state_dict(fresh, state["model"])
+        set_optimizer_state_dict(fresh, fresh_opt, state["optim"])
+        return fresh, fresh_opt
 
     try:
         for name in available_optimizers():
@@ -190,8 +217,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             report[f"ddp_{name}"] = max((c - flat).abs().max().item() for c in copies)
 
         # Optimizer state through torch.distributed.checkpoint: save at step 3, load into a fresh
-        # model and optimizer, continue; the result must equal the uninterrupted run.
-        for name in ["alphaadam", "alphasgd"]:
+        # model and optimizer, continue; the result must equal the uninterrupted run. MicroAdam's and
+        # Adam-8bit's state follows each rank's shard, not the parameter's shape: one row per rank.
+        for name in ["alphaadam", "alphasgd", *SHARD_LOCAL]:
             model, _ = sharded_model()
             opt = build(name, model)
             params = list(model.parameters())
@@ -205,23 +233,58 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             report[f"dcp_{name}"] = max(
                 (full(p) - full(q)).abs().max().item() for p, q in zip(params, fresh_params, strict=True)
             )
+            report[f"dcp_state_{name}"] = all(
+                same_state(opt.state[p], fresh_opt.state[q])
+                for p, q in zip(params, fresh_params, strict=True)
+            )
 
-        # MicroAdam's state is per rank, not a DTensor: DCP keeps one rank's copy. With even shards
-        # (same local shapes) it would load silently on the other rank; it must refuse instead.
-        def even_model():
-            torch.manual_seed(0)
-            model = torch.nn.Linear(16, 1000, bias=False).double()
-            fully_shard(model, mesh=mesh)
-            return model, None
+        # The training loop's sharded checkpoint takes them too, and refuses to resume their per-rank
+        # state on another number of processes (here a pretended third).
+        processes = Distributed(torch.device("cpu"), rank, rank, WORLD)
+        for name in SHARD_LOCAL:
+            model, _ = sharded_model()
+            opt = build(name, model)
+            train(opt, list(model.parameters()), 2)
+            path = Path(out_dir) / f"{name}_run" / "checkpoint.dcp"
+            sharded_checkpoint.save(path, model, opt, {"step": 2}, processes)
+            fresh, _ = sharded_model()
+            fresh_opt = build(name, fresh)
+            step = sharded_checkpoint.load(path, fresh, fresh_opt, processes)["step"]
+            train(opt, list(model.parameters()), 2, start=2)
+            train(fresh_opt, list(fresh.parameters()), 2, start=step)
+            report[f"run_checkpoint_{name}"] = all(
+                torch.equal(local(p), local(q)) and same_state(opt.state[p], fresh_opt.state[q])
+                for p, q in zip(model.parameters(), fresh.parameters(), strict=True)
+            )
+            try:
+                sharded_checkpoint.load(path, fresh, fresh_opt, replace(processes, world_size=WORLD + 1))
+                report[f"run_checkpoint_processes_{name}"] = "loaded"
+            except UserError as err:
+                report[f"run_checkpoint_processes_{name}"] = str(err)
 
-        model, _ = even_model()
-        opt = build("microadam", model)
-        train(opt, list(model.parameters()), 2)
+        # Per-rank state saved on two ranks does not load where the parameters are split otherwise.
+        saved = opt.state_dict()  # Adam-8bit's, after the round trip above
+        whole, _ = sharded_model(init_device_mesh("cpu", (WORLD, 1), mesh_dim_names=("dp", "shard"))["shard"])
+        whole_opt = build("adam8bit", whole)
         try:
-            checkpoint_round_trip(model, opt, "microadam", f"{out_dir}/microadam_ckpt", even_model)
-            report["dcp_microadam"] = "loaded"
+            whole_opt.load_state_dict(saved)
+            report["reshard"] = "loaded"
         except RuntimeError as err:
-            report["dcp_microadam"] = str(err)
+            report["reshard"] = str(err)
+        state = {"model": get_model_state_dict(whole), "optim": get_optimizer_state_dict(whole, whole_opt)}
+        try:  # DCP's own size check: the rows' first dimension is the number of ranks
+            dcp.load(state, checkpoint_id=f"{out_dir}/adam8bit_ckpt")
+            report["reshard_dcp"] = "loaded"
+        except dcp.CheckpointException as err:  # the planners' errors, by rank
+            report["reshard_dcp"] = str(err)
+        # Adam-8bit with a 511 x 16 matrix: shards of 4096 elements (8-bit) and 4080 (fp32, under 4096).
+        straddling = torch.nn.Linear(16, 511, bias=False).double()
+        fully_shard(straddling, mesh=mesh)
+        try:
+            build("adam8bit", straddling)
+            report["straddling"] = "built"
+        except ValueError as err:
+            report["straddling"] = str(err)
         dist.barrier()
     finally:
         gloo_helpers.finish(rank, out_dir, report)
@@ -269,15 +332,31 @@ def test_optimizers_needing_whole_matrices_refuse_in_one_line(reports, name):
     assert "FSDP2" in message and "use " in message and "\n" not in message
 
 
-@pytest.mark.parametrize("name", ["alphaadam", "alphasgd"])
+@pytest.mark.parametrize("name", ["alphaadam", "alphasgd", *SHARD_LOCAL])
 def test_optimizer_state_round_trips_through_dcp(reports, name):
-    assert all(report[f"dcp_{name}"] == 0.0 for report in reports)
+    assert all(report[f"dcp_{name}"] == 0.0 and report[f"dcp_state_{name}"] for report in reports)
 
 
-def test_per_rank_state_never_loads_on_another_rank(reports):
-    outcomes = [report["dcp_microadam"] for report in reports]
-    refusals = [o for o in outcomes if "state is per rank" in o]
-    assert refusals and all(o == "loaded" or o in refusals for o in outcomes), outcomes
+@pytest.mark.parametrize("name", SHARD_LOCAL)
+def test_run_checkpoints_resume_per_rank_state_on_as_many_processes(reports, name):
+    for report in reports:
+        assert report[f"run_checkpoint_{name}"] is True
+        message = report[f"run_checkpoint_processes_{name}"]
+        assert "written by 2 processes and this run has 3" in message and "\n" not in message, message
+
+
+def test_per_rank_state_refuses_another_number_of_ranks(reports):
+    for report in reports:
+        message = report["reshard"]
+        assert "saved on 2 FSDP2 ranks and is loaded on 1" in message and "\n" not in message, message
+        assert "Size mismatch between saved torch.Size([2, " in report["reshard_dcp"]
+
+
+def test_shards_on_both_sides_of_min_8bit_size_are_refused_when_built(reports):
+    for report in reports:
+        message = report["straddling"]
+        assert "hold 4080 to 4096 elements" in message, message
+        assert "min_8bit_size=4096" in message and "\n" not in message
 
 
 def test_infinite_norm_order_is_refused_on_shards(reports):

@@ -39,6 +39,25 @@ def test_local_directory_without_files_is_refused_in_one_line(tmp_path):
         load_rows(str(tmp_path))
 
 
+def test_hub_rows_are_read_at_the_pinned_revision(monkeypatch):
+    import datasets
+
+    from alphaadam.train.config import compose
+
+    calls = []
+
+    def load_dataset(*args, **kwargs):
+        calls.append((args, kwargs))
+        rows = datasets.Dataset.from_dict({"question": ["1+1?"], "answer": ["2\n#### 2"]})
+        return {"train": rows, "test": rows}
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)  # offline: the call, not the hub
+    data = compose("finetune_gsm8k").data
+    assert data.source == "hub" and len(data.revision) == 40
+    load_rows(data.source, data.hub_id, data.config, data.revision)
+    assert calls == [(("openai/gsm8k", "main"), {"revision": data.revision})]
+
+
 def test_local_jsonl_rows(tmp_path):
     for split in ("train", "test"):
         (tmp_path / f"{split}.jsonl").write_text('{"question": "1+1?", "answer": "2\\n#### 2"}\n')
@@ -87,3 +106,10 @@ def test_sequence_loss_is_each_sequences_token_mean(tiny):
         alone = collate([e], tok.pad_token_id)
         expected = model(input_ids=alone["input_ids"], labels=alone["labels"]).loss  # HF's token mean
         torch.testing.assert_close(together[i], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_scoring_alone_defaults_to_the_recipes_pin():
+    from alphaadam.evals.gsm8k import pinned_revision
+    from alphaadam.train.config import compose
+
+    assert pinned_revision() == compose("finetune_gsm8k").data.revision

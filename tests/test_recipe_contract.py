@@ -4,7 +4,7 @@ import pytest
 from omegaconf.errors import ConfigKeyError
 
 from alphaadam.errors import ConfigError, UserError, error_line
-from alphaadam.paths import CONFIG_DIR, RECIPES_DIR
+from alphaadam.paths import RECIPES_DIR, hydra_search
 from alphaadam.recipe import load_recipe
 from alphaadam.train.config import RunSettings, compose, validate
 
@@ -13,7 +13,7 @@ RECIPES = sorted(p.stem for p in RECIPES_DIR.glob("*.py") if p.stem != "__init__
 
 def test_every_recipe_has_an_entry_config():
     assert RECIPES == ["finetune_glue", "finetune_gsm8k", "pretrain_gpt"]
-    assert all((CONFIG_DIR / f"{name}.yaml").is_file() for name in RECIPES)
+    assert all((hydra_search(name)[0] / f"{name}.yaml").is_file() for name in RECIPES)
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -30,11 +30,13 @@ def test_each_recipe_declares_the_contract(name):
 
 def test_groups_come_before_self_and_the_experiment_last():
     for name in RECIPES:
-        text = (CONFIG_DIR / f"{name}.yaml").read_text()
+        text = (hydra_search(name)[0] / f"{name}.yaml").read_text()
         defaults = text.split("defaults:\n", 1)[1].split("\n\n", 1)[0].splitlines()
         entries = [line.strip()[2:] for line in defaults if line.strip().startswith("- ")]
         entries = [e for e in entries if not e.startswith("override ")]
-        assert entries[-2:] == ["_self_", "experiment: null"], name
+        after_self = entries[entries.index("_self_") + 1 :]
+        assert after_self[-1] == "experiment: null", name
+        assert all(e.startswith("optional model_data:") for e in after_self[:-1]), name  # pair settings
 
 
 def test_unknown_or_incomplete_recipes_stop_with_their_name(tmp_path):

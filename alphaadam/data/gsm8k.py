@@ -3,9 +3,9 @@
 Three sources of rows, each a list of ``{"question", "answer"}`` dicts per split:
 
 * the hub: ``openai/gsm8k``, configuration ``main`` (7,473 train / 1,319 test rows), at a pinned
-  revision;
-* ``data.path``: a local directory with ``train.jsonl`` and ``test.jsonl`` (or ``.parquet``) files in
-  the hub's columns;
+  revision (``data.revision``, passed to ``datasets.load_dataset``);
+* a local directory (``data.source=DIR``) with ``train.jsonl`` and ``test.jsonl`` (or ``.parquet``)
+  files in the hub's columns;
 * ``embedded``: the eight grade-school problems that lm-eval ships as its chain-of-thought few-shot
   exemplars (``lm_eval/tasks/gsm8k/gsm8k-cot.yaml``), rewritten into GSM8K's answer form
   (``... The answer is 6.`` becomes ``...\\n#### 6``). Real rows, no download: the same rows are the
@@ -63,8 +63,8 @@ def _local_split(directory: Path, split: str, datasets) -> list[dict]:
         if file.is_file():
             return _rows(datasets.load_dataset(builder, data_files=str(file), split="train"))
     raise ConfigError(
-        f"data.path={directory} has no {split}.jsonl or {split}.parquet: put GSM8K's {split} split there "
-        "(columns question, answer), or leave data.path unset to load openai/gsm8k from the hub"
+        f"data.source={directory} has no {split}.jsonl or {split}.parquet: put GSM8K's {split} split there "
+        "(columns question, answer), or use data=hub to load openai/gsm8k from the hub"
     )
 
 

@@ -159,6 +159,15 @@ def evaluate(
     return {name: float(scores[key]) for name, key in found.items() if key in scores}
 
 
+def pinned_revision() -> str | None:
+    """The recipe's pin of the hub dataset (``data.revision`` of its entry config)."""
+    from omegaconf import OmegaConf
+
+    from alphaadam.paths import CONFIG_DIR
+
+    return OmegaConf.load(CONFIG_DIR / "finetune_gsm8k" / "finetune_gsm8k.yaml").data.revision
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Score a Hugging Face causal LM on GSM8K with lm-eval.")
     parser.add_argument("--checkpoint", required=True, help="a folder with the model and tokenizer files")
@@ -166,7 +175,11 @@ def main(argv: list[str] | None = None) -> None:
         "--out", help="where results.json and samples.jsonl go (default: CHECKPOINT/../gsm8k_eval)"
     )
     parser.add_argument("--data", default="hub", help="hub | embedded | a local directory (train/test.jsonl)")
-    parser.add_argument("--revision", default=None, help="the openai/gsm8k commit (hub data)")
+    parser.add_argument(
+        "--revision",
+        default=pinned_revision(),
+        help="the openai/gsm8k commit (hub data); default: the recipe's pin, so scores match training's",
+    )
     parser.add_argument("--protocol", choices=PROTOCOLS, default="lm_eval")
     parser.add_argument("--num-fewshot", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None)

@@ -15,7 +15,6 @@ import torch
 
 from alphaadam.optim.common import check_betas, check_positive_int
 from alphaadam.optim.param_groups import NamedParameters
-from alphaadam.optim.sharding import attach_local_gradients, on_local_shards
 
 
 def build_adam8bit(
@@ -29,7 +28,7 @@ def build_adam8bit(
     min_8bit_size: int = 4096,
 ) -> torch.optim.Optimizer:
     """``bitsandbytes.optim.AdamW8bit`` with the standard two weight-decay groups."""
-    import bitsandbytes as bnb
+    from alphaadam.optim.sharded_adam8bit import ShardedAdamW8bit  # imports bitsandbytes
 
     betas = tuple(betas)  # lists from YAML configs, too
     check_betas(betas)
@@ -38,9 +37,8 @@ def build_adam8bit(
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name}={value!r} must be a number >= 0")
     # bitsandbytes' kernels take plain tensors: under FSDP2 it runs on each rank's local shard.
-    groups, shards = on_local_shards(params.weight_decay_groups(weight_decay, weight_decay_rule))
-    optimizer = bnb.optim.AdamW8bit(
-        groups,
+    optimizer = ShardedAdamW8bit(
+        params.weight_decay_groups(weight_decay, weight_decay_rule),
         lr=lr,
         betas=betas,
         eps=eps,
@@ -48,7 +46,6 @@ def build_adam8bit(
         min_8bit_size=min_8bit_size,
     )
     optimizer.register_step_pre_hook(_refuse_sparse_gradients)
-    attach_local_gradients(optimizer, shards)
     return optimizer
 
 

@@ -61,7 +61,7 @@ MAX_TOPK_BLOCK = 32768  # block-local offsets are stored as int16
 
 def topk_layout(numel: int, block_size: int, density: float) -> tuple[int, int, int, int]:
     """(block, full blocks, k per full block, k of the shorter last block) for a tensor of ``numel``."""
-    block = min(block_size, numel)
+    block = max(1, min(block_size, numel))  # an empty tensor (FSDP2 shard) has no blocks
     full = numel // block
     tail = numel - full * block
     return block, full, math.ceil(density * block), math.ceil(density * tail) if tail else 0
@@ -159,18 +159,27 @@ class MicroAdam(KeepsStateDtypes, torch.optim.Optimizer):
     def step(self, closure=None):
         loss = evaluate_closure(closure)
         for group, index, p in params_with_grad(self):
-            if sharding.local(p).numel() == 0:  # an empty FSDP2 shard (fewer rows than ranks)
-                continue
             state = self.state[p]
-            if not state:
+            if not state:  # also on an empty FSDP2 shard: every rank holds state for every tensor
                 self._init_state(group, p, state)
-                sharding.mark_shard_state(p, state)
-            self._update(group, index, p, state)
+            if sharding.local(p).numel():
+                self._update(group, index, p, state)
         return loss
 
+    def state_dict(self) -> dict:
+        # Under FSDP2 the state follows the rank's shard: it is saved as one row per rank (DTensors).
+        return sharding.per_rank_state_as_dtensors(self, super().state_dict())
+
     def load_state_dict(self, state_dict: dict) -> None:
-        super().load_state_dict(state_dict)
-        sharding.check_shard_states(self, "MicroAdam")
+        super().load_state_dict(sharding.per_rank_state_from_dtensors(self, state_dict, self._layout))
+
+    def _layout(self, group: dict, p: torch.Tensor) -> dict:
+        """The state this rank has, or would make, for ``p``."""
+        if self.state.get(p):
+            return self.state[p]
+        state = {}
+        self._init_state(group, p, state)
+        return state
 
     def _update(self, group: dict, index: int, p: torch.Tensor, state: dict) -> None:
         p, grad = sharding.local(p), sharding.local(p.grad)

@@ -53,11 +53,8 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
     """Delete the temporaries of writes that a killed process never finished (a checkpoint's can be
     gigabytes). Call only while holding the directory's run lock: then no write is in flight."""
     stale = list(Path(directory).glob(f".*{TMP_SUFFIX}"))
-    for path in stale:  # a directory: a sharded checkpoint's
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+    for path in stale:
+        path.unlink(missing_ok=True)
     return stale
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from alphaadam.paths import hydra_search
 from alphaadam.recipe import load_recipe
 from alphaadam.sweep.job import Job
 from alphaadam.sweep.local import LOG_FILE, final_status, taken_elsewhere
@@ -27,14 +28,15 @@ def run_inline(
     if not jobs:
         return statuses
     train = load_recipe(recipe, Path(jobs[0].script).parent).declared("train")  # none: stops here, named
-    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
+    main, search = hydra_search(recipe, config_dir)
+    with initialize_config_dir(config_dir=str(main), version_base=None):
         for job in jobs:
             if taken_elsewhere(job):
                 statuses[job.name] = "running"
                 progress.skipped(job.name)
                 continue
             progress.started(job.name)
-            cfg = compose(config_name=recipe, overrides=list(job.overrides))
+            cfg = compose(config_name=recipe, overrides=[*job.overrides, *search])
             job.run_dir.mkdir(parents=True, exist_ok=True)
             code = 0
             with open(job.run_dir / LOG_FILE, "a") as log, redirect_stdout(log), redirect_stderr(log):

@@ -11,6 +11,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from alphaadam.errors import ConfigError
+from alphaadam.paths import hydra_search
 from alphaadam.recipe import load_recipe
 from alphaadam.runs import run_dir_for
 from alphaadam.sweep.job import Job
@@ -41,11 +42,12 @@ class JobComposer:
     learning rate and seed share one composition of everything else, onto which their two value
     overrides are applied as Hydra applies command-line values (``OmegaConf.update`` of the parsed
     value, after the defaults are merged), which gives the same config. A job whose other overrides
-    also set ``optimizer.lr`` or ``seed`` is composed on its own. Call inside ``initialize_config_dir``.
+    also set ``optimizer.lr`` or ``seed`` is composed on its own. Call inside ``initialize_config_dir``;
+    ``search`` are the overrides :func:`~alphaadam.paths.hydra_search` gives, added to every job's.
     """
 
-    def __init__(self, config_name: str):
-        self.config_name = config_name
+    def __init__(self, config_name: str, search: list[str] = ()):
+        self.config_name, self.search = config_name, list(search)
         self.parser = OverridesParser.create()
         self.shared: dict[tuple[str, ...], object] = {}
 
@@ -53,10 +55,10 @@ class JobComposer:
         rest = [o for o in overrides if o not in own]
         own_keys = {o.split("=", 1)[0] for o in own}
         if any(o.key_or_group.lstrip("+~") in own_keys for o in self.parser.parse_overrides(rest)):
-            return compose(config_name=self.config_name, overrides=overrides)
+            return compose(config_name=self.config_name, overrides=[*overrides, *self.search])
         key = tuple(rest)
         if key not in self.shared:
-            self.shared[key] = compose(config_name=self.config_name, overrides=rest)
+            self.shared[key] = compose(config_name=self.config_name, overrides=[*rest, *self.search])
         cfg = copy.deepcopy(self.shared[key])
         for override in self.parser.parse_overrides(own):
             OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
@@ -114,8 +116,9 @@ def plan(
         raise ValueError(f"sweep {spec.name!r}: {err}") from None
     skipped = skipped_optimizers(spec, config_dir)
     jobs, validated = [], set()
-    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
-        compose_job = JobComposer(spec.recipe)
+    main, search = hydra_search(spec.recipe, config_dir)
+    with initialize_config_dir(config_dir=str(main), version_base=None):
+        compose_job = JobComposer(spec.recipe, search)
         for tags, overrides in job_overrides(spec):
             if tags["optimizer"] in skipped:
                 continue

@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from alphaadam.errors import ConfigError, error_line
 from alphaadam.optim import build_optimizer, optimizer_entry
-from alphaadam.paths import CONFIG_DIR
+from alphaadam.paths import CONFIG_DIR, hydra_search
 
 
 @dataclass
@@ -176,13 +176,11 @@ def check_groups(cfg: DictConfig, schema: type, config_dir: Path = CONFIG_DIR) -
         extra = set(node.keys()) - known
         if not extra:
             continue
-        keys = {
-            p.stem: set(yaml.safe_load(p.read_text()) or {}) - {"defaults"}
-            for p in (Path(config_dir) / name).glob("*.yaml")
-        }
-        if not any(extra <= k for k in keys.values()):
+        files = [*(Path(config_dir) / name).glob("*.yaml"), *Path(config_dir).glob(f"*/{name}/*.yaml")]
+        keys = [(p.stem, set(yaml.safe_load(p.read_text()) or {}) - {"defaults"}) for p in files]
+        if not any(extra <= k for _, k in keys):
             continue  # a misspelt key, not another recipe's option: the schema names it
-        options = sorted(name for name, k in keys.items() if k <= known)
+        options = sorted({name for name, k in keys if k <= known})
         extra = sorted(extra)
         raise ConfigError(
             f"{name}: this recipe's {name} has no {', '.join(extra)}, so the {name} "
@@ -252,5 +250,6 @@ def compose(
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
-        return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    main, search = hydra_search(config_name, config_dir)
+    with initialize_config_dir(config_dir=str(main), version_base=None):
+        return hydra_compose(config_name=config_name, overrides=[*(overrides or []), *search])

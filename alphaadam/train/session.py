@@ -92,6 +92,7 @@ class RunSession:
         self.logger = NoLogger()
         self.progress: Progress | None = None
         self.steps_per_epoch: int | None = None
+        self._staged = None  # a sharded checkpoint staged for end_step to commit
 
     # -- before the run -----------------------------------------------------------------------------
 
@@ -169,6 +170,7 @@ class RunSession:
         """Load the checkpoint into the model, optimizer, scaler, tracker and generators, and the
         step, tokens and W&B id into the session; returns the wall time the run had taken."""
         sharded = sharded_checkpoint.is_sharded(self.model)
+        sharded_checkpoint.refuse_other_layout(self.recorder.checkpoint_path, sharded, self.dist)
         if sharded:  # the shards are loaded in place; the replicated parts come back
             checkpoint = sharded_checkpoint.load(self.checkpoint_path, self.model, self.optimizer, self.dist)
         else:
@@ -229,22 +231,33 @@ class RunSession:
             peak_bytes=peak_memory(self.dist.device)["peak_bytes"],
         )
 
+    def stage_checkpoint(self) -> None:
+        """Take this step's checkpoint before the main process evaluates alone: a sharded model's
+        processes write their shards now (in the save's collectives they could not wait out a 7B
+        evaluation); :meth:`end_step` commits it with the evaluation's result, so a run killed
+        during the evaluation resumes from the checkpoint before and evaluates again. Without
+        shards, nothing to do: :meth:`end_step` saves as usual."""
+        if sharded_checkpoint.is_sharded(self.model):
+            self._staged = sharded_checkpoint.stage(
+                self.checkpoint_path, self.model, self.optimizer, self.step, self.dist
+            )
+
     def end_step(self, values: dict, evaluated: bool = False, checkpoint: bool = False) -> None:
         """The end of a step: alpha and mask density every ``trainer.mask_stats_every`` steps, the
         metrics line (when there is anything to log), the progress display, the summary in
-        result.json after an evaluation, and a checkpoint when ``checkpoint`` or every
-        ``trainer.checkpoint_every`` steps (except at the end of a sharded run: see below)."""
+        result.json after an evaluation, and a checkpoint when ``checkpoint``, every
+        ``trainer.checkpoint_every`` steps, or when one was staged (:meth:`stage_checkpoint`)."""
         t = self.settings.trainer
         if t.mask_stats_every and self.step % t.mask_stats_every == 0:
             values = {**values, **mask_stats_record(self.optimizer)}
         self.progress.step(self.record(values) if values else None)
         if evaluated:
             self.update()
-        # Not a sharded run's last step: its processes would wait in the save's collectives while
-        # the main process evaluates alone (longer than a collective's timeout at 7B); a run killed
-        # then resumes from the checkpoint before.
-        final_sharded = self.step == self.total_steps and sharded_checkpoint.is_sharded(self.model)
-        if not final_sharded and (checkpoint or (t.checkpoint_every and self.step % t.checkpoint_every == 0)):
+        if self._staged is not None:
+            staged, self._staged = self._staged, None
+            if self.dist.is_main:
+                sharded_checkpoint.commit(staged, self.optimizer, self._replicated(), self.dist.world_size)
+        elif checkpoint or (t.checkpoint_every and self.step % t.checkpoint_every == 0):
             self.save()
 
     def write(self, message: str) -> None:
@@ -276,7 +289,16 @@ class RunSession:
         """Checkpoint everything a resumed run needs to continue bit for bit (atomic): the main
         process writes ``checkpoint.pt``; a sharded (FSDP2) model's processes each write their
         shards into ``checkpoint.dcp`` with the main process's replicated parts beside them."""
-        state = {
+        state = self._replicated()
+        if sharded_checkpoint.is_sharded(self.model):
+            sharded_checkpoint.save(self.checkpoint_path, self.model, self.optimizer, state, self.dist)
+        elif self.dist.is_main:
+            whole = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+            save_checkpoint(self.checkpoint_path, {**state, **whole})
+
+    def _replicated(self) -> dict:
+        """What a checkpoint holds besides the model and optimizer (the main process's is kept)."""
+        return {
             "step": self.step,
             "tokens": self.tokens,
             "scaler": self.precision.scaler.state_dict(),
@@ -287,11 +309,6 @@ class RunSession:
             "wandb_id": self.wandb_id,
             "run_id": self.recorder.run_id,
         }
-        if sharded_checkpoint.is_sharded(self.model):
-            sharded_checkpoint.save(self.checkpoint_path, self.model, self.optimizer, state, self.dist)
-        elif self.dist.is_main:
-            whole = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-            save_checkpoint(self.checkpoint_path, {**state, **whole})
 
     # -- the end ------------------------------------------------------------------------------------
 
@@ -333,7 +350,7 @@ def run_main(train: Callable[[DictConfig], object], recipe: str) -> None:
     its traceback (exit 1)."""
     import hydra
 
-    from alphaadam.paths import CONFIG_DIR
+    from alphaadam.paths import hydra_search
 
     main_process = os.environ.get("RANK", "0") == "0"
 
@@ -349,4 +366,6 @@ def run_main(train: Callable[[DictConfig], object], recipe: str) -> None:
                 print(f"{recipe}: interrupted; run the same command again to resume", file=sys.stderr)
             sys.exit(130)
 
-    hydra.main(version_base=None, config_path=str(CONFIG_DIR), config_name=recipe)(main)()
+    config_dir, search = hydra_search(recipe)
+    sys.argv.extend(search)
+    hydra.main(version_base=None, config_path=str(config_dir), config_name=recipe)(main)()
