@@ -118,6 +118,7 @@ class Baseline:
     row: str
     test: str = "auto"  # auto | t | sign_flip
     alpha: float = 0.05  # a cell whose p-value is below this gets the marker
+    split: bool = False  # choose the LR on half of the seeds, test on the other half (tables.py)
 
 
 @dataclass(frozen=True)
@@ -389,11 +390,12 @@ def parse_spec(data, source: str = "<spec>", default_name: str | None = None) ->
     baseline = None
     if top.get("baseline") is not None:
         raw = top["baseline"] if isinstance(top["baseline"], dict) else {"row": top["baseline"]}
-        raw = c.mapping("baseline", raw, ("row", "test", "alpha"), required=("row",))
+        raw = c.mapping("baseline", raw, ("row", "test", "alpha", "split"), required=("row",))
         baseline = Baseline(
             row=c.string("baseline.row", raw["row"]),
             test=c.string("baseline.test", raw.get("test"), "auto"),
             alpha=c.number("baseline.alpha", raw.get("alpha"), 0.05),
+            split=c.boolean("baseline.split", raw.get("split"), False),
         )
         if baseline.test not in TESTS:
             c.fail("baseline.test", f"{baseline.test!r} is not one of {', '.join(TESTS)}")
