@@ -22,6 +22,8 @@ learning rate is chosen among the swept ones, and where the published numbers ar
     averages: [{label: "Avg(Early)", of: ["20%", "40%"], paper: avg_early}]
     values: {scale: 1, decimals: 3, higher_is_better: false}     # column defaults
     selection: {rule: best_mean_over_seeds, metric: metrics.final.val_loss, over: lr, seed: seed}
+    baseline: {row: AdamW, test: auto, alpha: 0.05, split: false}   # docs/statistics.md
+    speed_to_target: {metric: val_loss, x: [step, tokens, time_s], column: "100%"}
     reference: {source: alphaadam_2501.18094.table3_ablation_gpt2_125m, label: "...", transpose: false}
     figures: {loss_curves: {y: [val_loss]}, lr_sensitivity: true, alpha: true, resources: true}
     outputs: {dir: results/paper}
