@@ -209,58 +209,82 @@ def _label(metric: str) -> str:
 
 
 def loss_curves(spec: Spec, cells: dict[tuple[str, str], Cell], rows, out_dir, log: Log) -> list[Path]:
-    opts = spec.figures.loss_curves
     paths = []
-    for y in opts.y:
-        plot_panels = panels(spec)
-        data = {}
-        for p, (_, col) in enumerate(plot_panels):
-            for r, row in enumerate(rows):
-                cell = cells[(row.label, col.label)]
-                mean = seed_mean([curve(read_metrics(run), y, opts.smooth) for run in cell.runs])
-                if len(mean):
-                    data[(p, r)] = mean
-        if not data:
+    for y in spec.figures.loss_curves.y:
+        fig = loss_figure(spec, cells, rows, y, log)
+        if fig is None:
             log(f"figures: {spec.name}: no {y} curves in metrics.jsonl of the selected runs; skipped")
             continue
-        fig, axes = _grid(len(plot_panels), len(opts.x))
-        handles = {}
-        for p, (title, _) in enumerate(plot_panels):
-            for i, x in enumerate(opts.x):
-                ax = axes[i][p]
-                panel_data = [(r, data[(p, r)]) for r in range(len(rows)) if (p, r) in data]
-                if not panel_data:
-                    _no_data(ax)
-                if x == "time_s":
-                    longest = max((d["time_s"].max() for _, d in panel_data), default=0.0)
-                    div, unit = _time_unit(longest if np.isfinite(longest) else 0.0)
-                for r, d in panel_data:
-                    xs = d["step"] if x == "step" else d["time_s"] / div
-                    color = _COLORS[r % len(_COLORS)]
-                    (line,) = ax.plot(xs, d["mean"], color=color, lw=1.4)
-                    if (d["n"] > 1).any():
-                        ax.fill_between(
-                            xs, d["mean"] - d["std"], d["mean"] + d["std"], color=color, alpha=0.2, lw=0
-                        )
-                    handles.setdefault(rows[r].label, line)
-                ax.set_xlabel("step" if x == "step" else f"wall-clock ({unit})")
-                ax.set_ylabel(_label(y))
-                if opts.logy:
-                    ax.set_yscale("log")
-                if title and i == 0:
-                    ax.set_title(title)
-                ax.grid(alpha=0.3)
-        title = f"{spec.title}: {_label(y)} (mean ± std over seeds, selected LR)"
-        if spec.speed_to_target is not None:  # the caption line: when each row reaches the target
-            from alphaadam.report.tables import speed_line
-
-            line = speed_line(spec, cells, rows)
-            title += f". {line}"
-            log(f"figures: {spec.name}: {line}")
-        _title(fig, title)
-        _legend(fig, handles)
         paths += save(fig, out_dir, f"{spec.name}_loss_{y}")
     return paths
+
+
+def target_panel(spec: Spec, y: str) -> int | None:
+    """The panel that shows the speed-to-target column's runs when ``y`` is its metric, else None:
+    where the target (the baseline's final value) is drawn."""
+    speed = spec.speed_to_target
+    if speed is None or speed.metric != y:
+        return None
+    label = speed.column or spec.columns[-1].label
+    where = next(c.where for c in spec.columns if c.label == label)
+    return next((p for p, (_, col) in enumerate(panels(spec)) if col.where == where), None)
+
+
+def loss_figure(spec: Spec, cells: dict[tuple[str, str], Cell], rows, y: str, log: Log) -> Figure | None:
+    """``y`` against each of ``loss_curves.x``, a panel per column filter; None without any curve."""
+    opts = spec.figures.loss_curves
+    plot_panels = panels(spec)
+    data = {}
+    for p, (_, col) in enumerate(plot_panels):
+        for r, row in enumerate(rows):
+            cell = cells[(row.label, col.label)]
+            mean = seed_mean([curve(read_metrics(run), y, opts.smooth) for run in cell.runs])
+            if len(mean):
+                data[(p, r)] = mean
+    if not data:
+        return None
+    title = f"{spec.title}: {_label(y)} (mean ± std over seeds, selected LR)"
+    dashed = None  # the panel where the target is drawn
+    if spec.speed_to_target is not None:  # the caption line: when each row reaches the target
+        from alphaadam.report.tables import speed_line, speeds_to_target
+
+        target, speeds = speeds_to_target(cells, rows, spec)
+        dashed = target_panel(spec, y) if target is not None else None
+        reach = speed_line(spec, rows, target, speeds, dashed is not None)
+        title += f". {reach}"
+        log(f"figures: {spec.name}: {reach}")
+    fig, axes = _grid(len(plot_panels), len(opts.x))
+    handles = {}
+    for p, (panel_title, _) in enumerate(plot_panels):
+        for i, x in enumerate(opts.x):
+            ax = axes[i][p]
+            panel_data = [(r, data[(p, r)]) for r in range(len(rows)) if (p, r) in data]
+            if not panel_data:
+                _no_data(ax)
+            if x == "time_s":
+                longest = max((d["time_s"].max() for _, d in panel_data), default=0.0)
+                div, unit = _time_unit(longest if np.isfinite(longest) else 0.0)
+            for r, d in panel_data:
+                xs = d["step"] if x == "step" else d["time_s"] / div
+                color = _COLORS[r % len(_COLORS)]
+                (line,) = ax.plot(xs, d["mean"], color=color, lw=1.4)
+                if (d["n"] > 1).any():
+                    ax.fill_between(
+                        xs, d["mean"] - d["std"], d["mean"] + d["std"], color=color, alpha=0.2, lw=0
+                    )
+                handles.setdefault(rows[r].label, line)
+            ax.set_xlabel("step" if x == "step" else f"wall-clock ({unit})")
+            ax.set_ylabel(_label(y))
+            if opts.logy:
+                ax.set_yscale("log")
+            if p == dashed:  # the target the title's steps are counted to
+                ax.axhline(target, color="0.3", lw=0.9, ls="--")
+            if panel_title and i == 0:
+                ax.set_title(panel_title)
+            ax.grid(alpha=0.3)
+    _title(fig, title)
+    _legend(fig, handles)
+    return fig
 
 
 def lr_sensitivity(spec: Spec, df: pd.DataFrame, rows, out_dir, log: Log) -> list[Path]:

@@ -11,6 +11,10 @@ selection metric, take the one with the best mean of it over those runs; ties go
 seeds, then to the smaller value of the swept field (``selection.over``, the learning rate).
 Runs that are ``running`` or ``failed`` are not results and are ignored; ``diverged`` and ``oom``
 runs are counted, so that a cell whose runs all diverged (or ran out of memory) says so.
+
+A *held-out* cell (``baseline.split``) picks its configuration by the same rule on one set of seeds
+and takes its values from the runs of that configuration on another set, so that a test on those
+values is not biased by the choice.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import pandas as pd
 from alphaadam.report.spec import Column, Filter, Row, Spec
 
 OUTCOMES = ("completed", "diverged", "oom")
+MIN_SPLIT_SEEDS = 4  # two seeds to choose on and two to test on; fewer leaves no pair to test
 
 
 @dataclass
@@ -240,3 +245,42 @@ def select_cells(df: pd.DataFrame, spec: Spec) -> tuple[list[Row], dict[tuple[st
     rows = resolve_rows(df, spec)
     cells = {(r.label, c.label): select_cell(runs, spec, r, c) for r in rows for c in spec.columns}
     return rows, cells
+
+
+def completed_seeds(df: pd.DataFrame, spec: Spec) -> list:
+    """The distinct seeds of the spec's completed runs, numbers in numeric order."""
+    runs = spec_runs(df, spec)
+    column = f"identity.{spec.selection.seed}"
+    if column not in runs.columns:
+        return []
+    found = {plain(s) for s in runs.loc[runs["status"] == "completed", column] if plain(s) is not None}
+    return sorted(found, key=lambda s: (_as_float(s) is None, _as_float(s) or 0.0, str(s)))
+
+
+def split_seeds(seeds: list) -> tuple[tuple, tuple] | None:
+    """(seeds to choose the LR on, held-out seeds to test on): the first half and the rest, or None
+    below MIN_SPLIT_SEEDS."""
+    if len(seeds) < MIN_SPLIT_SEEDS:
+        return None
+    half = len(seeds) // 2
+    return tuple(seeds[:half]), tuple(seeds[half:])
+
+
+def held_out_cell(runs: pd.DataFrame, spec: Spec, row: Row, column: Column, split: tuple) -> Cell:
+    """The configuration the rule picks on ``split[0]``'s seeds, with the values of its runs on the
+    seeds of ``split[1]`` only (a cell of the chosen configuration; "none" if it has none there)."""
+    seed = spec.selection.seed
+    chosen = select_cell(apply_filter(runs, {seed: split[0]}), spec, row, column)
+    if chosen.status != "ok":
+        return chosen
+    held = apply_filter(apply_filter(apply_filter(runs, row.where), column.where), {seed: split[1]})
+    same = config_keys(held, seed) == json.dumps(chosen.config, sort_keys=True, default=str)
+    return select_cell(held[same], spec, row, column)
+
+
+def held_out_cells(
+    df: pd.DataFrame, spec: Spec, rows: list[Row], split: tuple
+) -> dict[tuple[str, str], Cell]:
+    """:func:`held_out_cell` for every row x column of the spec."""
+    runs = spec_runs(df, spec)
+    return {(r.label, c.label): held_out_cell(runs, spec, r, c, split) for r in rows for c in spec.columns}

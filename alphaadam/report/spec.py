@@ -22,6 +22,8 @@ learning rate is chosen among the swept ones, and where the published numbers ar
     averages: [{label: "Avg(Early)", of: ["20%", "40%"], paper: avg_early}]
     values: {scale: 1, decimals: 3, higher_is_better: false}     # column defaults
     selection: {rule: best_mean_over_seeds, metric: metrics.final.val_loss, over: lr, seed: seed}
+    baseline: {row: AdamW, test: auto, alpha: 0.05, split: false}   # docs/statistics.md
+    speed_to_target: {metric: val_loss, x: [step, tokens, time_s], column: "100%"}
     reference: {source: alphaadam_2501.18094.table3_ablation_gpt2_125m, label: "...", transpose: false}
     figures: {loss_curves: {y: [val_loss]}, lr_sensitivity: true, alpha: true, resources: true}
     outputs: {dir: results/paper}
@@ -118,6 +120,7 @@ class Baseline:
     row: str
     test: str = "auto"  # auto | t | sign_flip
     alpha: float = 0.05  # a cell whose p-value is below this gets the marker
+    split: bool = False  # choose the LR on half of the seeds, test on the other half (tables.py)
 
 
 @dataclass(frozen=True)
@@ -389,11 +392,12 @@ def parse_spec(data, source: str = "<spec>", default_name: str | None = None) ->
     baseline = None
     if top.get("baseline") is not None:
         raw = top["baseline"] if isinstance(top["baseline"], dict) else {"row": top["baseline"]}
-        raw = c.mapping("baseline", raw, ("row", "test", "alpha"), required=("row",))
+        raw = c.mapping("baseline", raw, ("row", "test", "alpha", "split"), required=("row",))
         baseline = Baseline(
             row=c.string("baseline.row", raw["row"]),
             test=c.string("baseline.test", raw.get("test"), "auto"),
             alpha=c.number("baseline.alpha", raw.get("alpha"), 0.05),
+            split=c.boolean("baseline.split", raw.get("split"), False),
         )
         if baseline.test not in TESTS:
             c.fail("baseline.test", f"{baseline.test!r} is not one of {', '.join(TESTS)}")

@@ -19,7 +19,15 @@ from pathlib import Path
 import pandas as pd
 
 from alphaadam.report.reference import Numbers, load_numbers
-from alphaadam.report.select import Cell, Row, select_cells
+from alphaadam.report.select import (
+    MIN_SPLIT_SEEDS,
+    Cell,
+    Row,
+    completed_seeds,
+    held_out_cells,
+    select_cells,
+    split_seeds,
+)
 from alphaadam.report.spec import Column, Spec
 from alphaadam.report.stats import (
     SMALL_N,
@@ -69,6 +77,9 @@ class Table:
     comparisons: dict[tuple[str, str], Comparison | None] = field(default_factory=dict)
     target: float | None = None  # the baseline's final loss (speed to target)
     speeds: dict[str, dict | None] = field(default_factory=dict)  # row label -> {axis: mean} | None
+    seeds: list = field(default_factory=list)  # the spec's completed seeds, when baseline.split asks
+    split: tuple[tuple, tuple] | None = None  # (seeds the LR is chosen on, seeds tested), if made
+    held_out: dict[tuple[str, str], Cell] = field(default_factory=dict)  # the cells tested, if split
 
     @property
     def values(self) -> list[str]:
@@ -131,8 +142,9 @@ def build_table(df: pd.DataFrame, spec: Spec, reference: Numbers | None = None) 
     table = Table(spec, rows, cells, averages, reference, set())
     if spec.baseline is not None:
         base = spec.baseline.row
+        tested = split_cells(df, table)
         table.comparisons = {
-            (row.label, col.label): compare(cells[(row.label, col.label)], cells[(base, col.label)], spec)
+            (row.label, col.label): compare(tested[(row.label, col.label)], tested[(base, col.label)], spec)
             for row in rows
             for col in spec.columns
             if row.label != base and (base, col.label) in cells
@@ -147,6 +159,20 @@ def build_table(df: pd.DataFrame, spec: Spec, reference: Numbers | None = None) 
             best = max(present) if higher else min(present)
             table.bold.update((r, label) for r, v in values.items() if v == best)
     return table
+
+
+def split_cells(df: pd.DataFrame, table: Table) -> dict[tuple[str, str], Cell]:
+    """The cells the baseline comparison pairs: the table's own, or with ``baseline.split`` and
+    enough seeds, held-out cells whose LR was chosen on other seeds than the ones tested (select.py)."""
+    spec = table.spec
+    if not spec.baseline.split:
+        return table.cells
+    table.seeds = completed_seeds(df, spec)
+    table.split = split_seeds(table.seeds)
+    if table.split is None:  # too few seeds: the caption says the comparison fell back
+        return table.cells
+    table.held_out = held_out_cells(df, spec, table.rows, table.split)
+    return table.held_out
 
 
 def compare(cell: Cell, base: Cell, spec: Spec) -> Comparison | None:
@@ -193,9 +219,9 @@ def speed_text(table: Table, row: Row, label: str) -> Text:
     return Text(main, f"({value / base[axis]:.2f}×)")
 
 
-def speed_line(spec: Spec, cells, rows: list[Row]) -> str:
-    """One line for a loss-curve figure's caption: steps to the baseline's final loss, per row."""
-    target, speeds = speeds_to_target(cells, rows, spec)
+def speed_line(spec: Spec, rows: list[Row], target: float | None, speeds: dict, dashed: bool = False) -> str:
+    """One line for a loss-curve figure's caption: steps to the baseline's final loss (``target``,
+    from :func:`speeds_to_target`; ``dashed``: the figure draws it as a dashed line), per row."""
     b, metric = spec.baseline.row, spec.speed_to_target.metric
     if target is None:
         return f"Speed to target: no {metric} curve for {b}."
@@ -210,7 +236,8 @@ def speed_line(spec: Spec, cells, rows: list[Row]) -> str:
         else:
             ratio = f" ({mine['step'] / base['step']:.2f}×)" if base and base["step"] else ""
             parts.append(f"{row.label} {mine['step']:,.0f}{ratio}")
-    return f"Steps to {b}'s final {metric} ({target:.4f}): " + ", ".join(parts) + "."
+    drawn = ", dashed" if dashed else ""
+    return f"Steps to {b}'s final {metric} ({target:.4f}{drawn}): " + ", ".join(parts) + "."
 
 
 def paper_value(table: Table, row: Row, label: str) -> float | None:
@@ -394,9 +421,32 @@ def baseline_caption(table: Table) -> str:
     return (
         f"Δ: the row minus {b.row} in the same column, over the {spec.selection.seed}s both have "
         f"(paired by {spec.selection.seed}: same data order and initialisation); p: two-sided, from "
-        f"{how}{floor}; {MARKER}: p < {b.alpha:g}. Each row's {spec.selection.over} was selected on the "
-        "same runs that are tested, which favours rows with more points on their grid (selection bias); "
-        "p-values are not corrected for it nor for the number of rows."
+        f"{how}{floor}; {MARKER}: p < {b.alpha:g}. {selection_caption(table)}"
+    )
+
+
+def selection_caption(table: Table) -> str:
+    """Whether Δ and p share their seeds with the choice of the learning rate (selection bias)."""
+    spec = table.spec
+    seed, over = spec.selection.seed, spec.selection.over
+    if table.split is not None:
+        chosen, held = (", ".join(map(str, seeds)) for seeds in table.split)
+        return (
+            f"Held-out split: in every cell (baseline included) the {over} was selected on {seed}s "
+            f"{chosen} and Δ and p use only the runs of {seed}s {held}, so the selection does not bias "
+            f"them; the cells' values still use the {over} selected on every {seed}. "
+            "p-values are not corrected for the number of rows."
+        )
+    fallback = ""
+    if spec.baseline.split:
+        fallback = (
+            f" The held-out split asked for needs at least {MIN_SPLIT_SEEDS} {seed}s "
+            f"({len(table.seeds)} found), so it was not made."
+        )
+    return (
+        f"Each row's {over} was selected on the same runs that are tested, which favours rows with "
+        "more points on their grid (selection bias); p-values are not corrected for it nor for the "
+        f"number of rows.{fallback}"
     )
 
 
@@ -532,6 +582,7 @@ def cells_frame(table: Table) -> pd.DataFrame:
                     "config": json.dumps(cell.config, sort_keys=True) if cell.config else "",
                     "runs": ";".join(cell.runs),
                     **comparison_fields(table.comparisons.get((row.label, col.label))),
+                    **held_out_fields(table, row, col),
                 }
             )
     return pd.DataFrame.from_records(records)
@@ -546,6 +597,15 @@ def comparison_fields(comparison: Comparison | None) -> dict:
         "p": comparison.p,
         "test": comparison.test,
     }
+
+
+def held_out_fields(table: Table, row: Row, col: Column) -> dict:
+    """The held-out split's choice (only in tables that made one, so other tables keep their columns)."""
+    if table.split is None:
+        return {}
+    held = table.held_out[(row.label, col.label)]
+    over = table.spec.selection.over
+    return {f"held_out_{over}": held.over, "held_out_n": held.n}
 
 
 def write_table(table: Table, out_dir: str | Path) -> list[Path]:

@@ -5,7 +5,8 @@ import yaml
 
 from alphaadam.report.collect import collect
 from alphaadam.report.errors import MetricsFileError, ReportError
-from alphaadam.report.figures import bench_figure, curve, make_figures, read_metrics
+from alphaadam.report.figures import bench_figure, curve, loss_figure, make_figures, read_metrics
+from alphaadam.report.select import select_cells
 from alphaadam.report.spec import load_spec, parse_spec
 from tests.report.report_fixtures import GLUE_SPEC, glue_runs, write_run
 
@@ -44,6 +45,39 @@ def test_one_panel_per_task(tmp_path):
         "resources",
     ]
     assert_images(paths, [f"glue_{s}" for s in stems])
+
+
+def dashed_lines(fig):
+    return [line for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == "--"]
+
+
+def test_the_speed_target_is_a_dashed_line_in_its_loss_figure(tmp_path):
+    finals = {"adamw": (3.2, 3.3), "alphaadam": (3.0, 3.1)}
+    for optimizer, values in finals.items():
+        for seed, final in enumerate(values):
+            write_run(tmp_path / "runs", optimizer=optimizer, lr=1e-3, seed=seed, final=final)
+    spec = parse_spec(
+        {
+            "title": "speed",
+            "rows": {"key": "optimizer", "items": [{"value": "adamw", "label": "AdamW"}, "alphaadam"]},
+            "columns": [{"label": "loss", "metric": "metrics.final.val_loss"}],
+            "values": {"higher_is_better": False},
+            "baseline": "AdamW",
+            "speed_to_target": {"metric": "val_loss"},
+            "figures": {"loss_curves": {"y": ["val_loss", "train_loss"], "x": ["step", "time_s"]}},
+        },
+        default_name="speed",
+    )
+    rows, cells = select_cells(collect([tmp_path / "runs"], log=None), spec)
+    fig = loss_figure(spec, cells, rows, "val_loss", log=lambda _: None)
+    target = sum(finals["adamw"]) / 2 + 0.02  # the fixture's last val loss is final + 0.02
+    lines = dashed_lines(fig)
+    assert len(lines) == 2  # one per x axis (step, wall-clock) of the one panel
+    for line in lines:
+        assert list(line.get_ydata()) == pytest.approx([target, target])
+    assert f"({target:.4f}, dashed)" in fig.get_suptitle().replace("\n", " ")
+    other = loss_figure(spec, cells, rows, "train_loss", log=lambda _: None)  # not the target's metric
+    assert dashed_lines(other) == [] and "dashed" not in other.get_suptitle()
 
 
 def test_figures_without_data_are_skipped_with_a_note(tmp_path):

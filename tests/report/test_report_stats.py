@@ -133,9 +133,62 @@ def test_a_row_that_never_reaches_the_target_says_so(tmp_path):
         ({"baseline": {"row": "AdamW", "test": "wilcoxon"}}, "baseline.test: 'wilcoxon' is not one of"),
         ({"baseline": None}, "speed_to_target: needs a `baseline` row"),
         ({"speed_to_target": {"x": ["epoch"]}}, "speed_to_target.x: unknown"),
+        ({"baseline": {"row": "AdamW", "split": "yes"}}, "baseline.split: expected true or false, got 'yes'"),
     ],
 )
 def test_bad_statistics_options_are_spec_errors(change, message):
     spec = {**yaml.safe_load(SPEC), **change}
     with pytest.raises(SpecError, match=message):
         parse_spec(json.loads(json.dumps(spec)), default_name="bad")
+
+
+# Per seed 0-3: on seeds 0 and 1 lr 1e-3 is the better of the two for both rows, on all four seeds
+# lr 3e-3 is (seeds 2 and 3 favour it), so a split must test lr 1e-3 on seeds 2 and 3 only.
+SPLIT_FINALS = {
+    ("adamw", 1e-3): (3.20, 3.20, 3.30, 3.31),
+    ("adamw", 3e-3): (3.25, 3.25, 3.15, 3.15),
+    ("alphaadam", 1e-3): (3.00, 3.01, 3.10, 3.12),
+    ("alphaadam", 3e-3): (3.05, 3.05, 2.80, 2.80),
+}
+
+
+def split_table(root, seeds: int):
+    for (optimizer, lr), finals in SPLIT_FINALS.items():
+        for seed in range(seeds):
+            write_run(root, optimizer=optimizer, lr=lr, seed=seed, final=finals[seed], curve=False)
+    spec = yaml.safe_load(SPEC)
+    spec["rows"]["items"] = [{"value": "adamw", "label": "AdamW"}, {"value": "alphaadam", "label": "Better"}]
+    spec["baseline"] = {"row": "AdamW", "test": "sign_flip", "split": True}
+    del spec["speed_to_target"]
+    return build_table(collect([root], log=None), parse_spec(spec, default_name="split"))
+
+
+def test_held_out_split_tests_the_lr_chosen_on_the_other_seeds(tmp_path):
+    table = split_table(tmp_path, seeds=4)
+    assert table.split == ((0, 1), (2, 3))
+    shown = table.cells[("Better", "Final")]
+    assert shown.over == pytest.approx(3e-3) and shown.n == 4  # the cell itself: every seed
+    held, base = table.held_out[("Better", "Final")], table.held_out[("AdamW", "Final")]
+    assert held.over == pytest.approx(1e-3) and base.over == pytest.approx(1e-3)
+    assert held.per_seed == pytest.approx({2: 3.10, 3: 3.12}) and set(base.per_seed) == {2, 3}
+    better = table.comparisons[("Better", "Final")]
+    assert better.n == 2 and better.diff == pytest.approx(((3.10 - 3.30) + (3.12 - 3.31)) / 2)
+    assert better.p == pytest.approx(0.5)  # two pairs, exact sign flip
+    text = to_markdown(table)
+    assert "Δ -0.195, p=0.5" in text
+    caption = text.splitlines()[-1]
+    assert "selected on seeds 0, 1 and Δ and p use only the runs of seeds 2, 3" in caption
+    assert "selection bias" not in caption
+    row = cells_frame(table).set_index("row").loc["Better"]
+    assert row["held_out_lr"] == pytest.approx(1e-3) and row["held_out_n"] == 2 and row["pairs"] == 2
+
+
+def test_held_out_split_falls_back_below_four_seeds(tmp_path):
+    table = split_table(tmp_path, seeds=3)
+    assert table.split is None and table.held_out == {}
+    better = table.comparisons[("Better", "Final")]  # lr 3e-3 for both rows, on the same 3 seeds
+    assert better.n == 3 and better.diff == pytest.approx((-0.20 - 0.20 - 0.35) / 3)
+    caption = to_markdown(table).splitlines()[-1]
+    assert "selection bias" in caption
+    assert "The held-out split asked for needs at least 4 seeds (3 found), so it was not made." in caption
+    assert "held_out_lr" not in cells_frame(table).columns
